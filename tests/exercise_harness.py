@@ -1,0 +1,179 @@
+"""Exercise checking, shared by pytest (tests/test_exercises.py) and `python NN-module/exercises.py`.
+
+For a module such as 02-tensors-operations there are three files:
+- `02-tensors-operations/exercises.py`: the learner's file. Each exercise is a function whose docstring starts with
+  "Exercise N: title" and holds a "Hint:" paragraph; its body starts as `raise NotImplementedError("Exercise N: ...")`.
+- `tests/checks/m02_tensors_operations.py`: `check_<name>(fn)` for each exercise, in exercise order. A check calls the
+  learner's function and raises AssertionError with a message that says what was expected. Checks compute their
+  expectations independently (by hand, or with other torch ops), never by calling the reference solution.
+- `tests/solutions/m02_tensors_operations.py`: the reference solution `<name>` of each exercise, and at least one
+  common-mistake variant `<name>__<what_went_wrong>` per exercise that the check must reject.
+
+An exercise's status is "done" (its check passes), "failing" (the check raised anything but NotImplementedError)
+or "todo" (the stub's NotImplementedError came through).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import REPO, load_script, modules, torch_state_guard  # noqa: E402
+
+DOC_HEAD = re.compile(r"^\s*Exercise\s+(\d+)\s*[:.\-\u2014]\s*(.+)")
+HINT = re.compile(r"^\s*Hint:\s*(.+?)(?:\n\s*\n|\Z)", re.S | re.M)
+STATUS_WORDS = {"done": "done", "failing": "failing", "todo": "to do"}
+
+
+def module_key(module: str) -> str:
+    """'02-tensors-operations' -> 'm02_tensors_operations', the name of its checks and solutions files."""
+    return "m" + module.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    module: str
+    number: int
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.module[:2]}-ex{self.number}-{self.name}"
+
+    @property
+    def check(self):
+        return getattr(load_checks(self.module), f"check_{self.name}")
+
+    @property
+    def hint(self) -> str:
+        return exercise_docs(self.module).get(self.name, ("", "read the exercise's docstring"))[1]
+
+    @property
+    def title(self) -> str:
+        return exercise_docs(self.module).get(self.name, (self.name, ""))[0]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "done" | "failing" | "todo"
+    message: str = ""
+
+
+def exercise_modules() -> list[str]:
+    """Modules (in course order) whose exercises.py and checks exist."""
+    return [
+        m
+        for m in modules()
+        if (REPO / m / "exercises.py").is_file() and (REPO / "tests" / "checks" / f"{module_key(m)}.py").is_file()
+    ]
+
+
+@cache
+def load_checks(module: str):
+    return load_script(REPO / "tests" / "checks" / f"{module_key(module)}.py", f"checks_{module_key(module)}")
+
+
+@cache
+def load_solutions(module: str):
+    return load_script(REPO / "tests" / "solutions" / f"{module_key(module)}.py", f"solutions_{module_key(module)}")
+
+
+def exercises(module: str) -> list[Exercise]:
+    """The module's exercises, numbered by the order of the check_* functions in its checks file."""
+    names = [n[len("check_") :] for n in vars(load_checks(module)) if n.startswith("check_")]
+    return [Exercise(module, i, name) for i, name in enumerate(names, start=1)]
+
+
+def mistakes(exercise: Exercise) -> list[str]:
+    prefix = exercise.name + "__"
+    return [n for n in vars(load_solutions(exercise.module)) if n.startswith(prefix)]
+
+
+@cache
+def exercise_docs(module: str) -> dict[str, tuple[str, str]]:
+    """name -> (title, hint), read from the learner's exercises.py without importing it (it may not even parse)."""
+    try:
+        tree = ast.parse((REPO / module / "exercises.py").read_text())
+    except SyntaxError:
+        return {}
+    docs = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            doc = ast.get_docstring(node) or ""
+            head, hint = DOC_HEAD.match(doc), HINT.search(doc)
+            if head:
+                docs[node.name] = (head.group(2).strip(), " ".join(hint.group(1).split()) if hint else "")
+    return docs
+
+
+def load_learner(module: str):
+    """The learner's exercises.py as a module, or the error that stopped it from importing."""
+    try:
+        return load_script(REPO / module / "exercises.py", f"exercises_{module_key(module)}"), ""
+    except Exception:  # a syntax error or a crash at import time: every exercise of the module is failing
+        return None, "exercises.py does not import: " + traceback.format_exc(limit=0).strip().splitlines()[-1]
+
+
+def evaluate(check, fn) -> Outcome:
+    """Run one check against one implementation, with torch's global state restored afterwards."""
+    import torch
+
+    with torch_state_guard():
+        torch.manual_seed(0)
+        try:
+            check(fn)
+        except NotImplementedError as err:
+            return Outcome("todo", str(err))
+        except AssertionError as err:
+            return Outcome("failing", str(err) or "a check failed (no message)")
+        except Exception as err:  # a crash inside the learner's code is a failing exercise, not a broken suite
+            where = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith("exercises.py")]
+            line = f" (exercises.py line {where[-1].lineno})" if where else ""
+            return Outcome("failing", f"your function raised {type(err).__name__}: {err}{line}")
+    return Outcome("done")
+
+
+def evaluate_learner(exercise: Exercise, learner=None) -> Outcome:
+    module, error = (learner, "") if learner is not None else load_learner(exercise.module)
+    if module is None:
+        return Outcome("failing", error)
+    fn = getattr(module, exercise.name, None)
+    if fn is None:
+        return Outcome("failing", f"exercises.py no longer defines {exercise.name}()")
+    return evaluate(exercise.check, fn)
+
+
+def skip_message(exercise: Exercise) -> str:
+    return f"Exercise {exercise.number} not done yet \u2014 hint: {exercise.hint}"
+
+
+def report(module_file: str) -> int:
+    """Print one module's exercise table and the hint for the next exercise; used by `python exercises.py`."""
+    module = Path(module_file).resolve().parent.name
+    learner, _ = load_learner(module)
+    rows = [(ex, evaluate_learner(ex, learner)) for ex in exercises(module)]
+    width = max(len(ex.name) for ex, _ in rows)
+    print(f"{module} exercises  (checks: tests/checks/{module_key(module)}.py)\n")
+    for ex, outcome in rows:
+        detail = f"  {outcome.message.splitlines()[0][:100]}" if outcome.status == "failing" else ""
+        print(f"  {ex.number:>2}  {ex.name:<{width}}  {STATUS_WORDS[outcome.status]:<8}{detail}")
+    done = sum(o.status == "done" for _, o in rows)
+    failing = sum(o.status == "failing" for _, o in rows)
+    print(f"\n{done}/{len(rows)} done, {failing} failing, {len(rows) - done - failing} to do.")
+    upcoming = next(((ex, o) for ex, o in rows if o.status != "done"), None)
+    if upcoming is None:
+        print("Every exercise of this module passes. On to the next module!")
+    else:
+        ex, outcome = upcoming
+        print(f"Next: exercise {ex.number}, {ex.name}() \u2014 {ex.title}")
+        if outcome.status == "failing":
+            print(f"  What went wrong: {outcome.message}")
+        print(f"  Hint: {ex.hint}")
+    return 0

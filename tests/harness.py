@@ -1,0 +1,203 @@
+"""What the tests share: the manifest, loading a script by path, running a lesson in-process or as a subprocess with
+torch's global state restored afterwards, and the checks every lesson's metrics must pass.
+
+Conventions the checks rely on (see tests/README.md):
+- `main(argv)` returns a dict of plain numbers and writes `{"metrics": that dict, "torch_version", "device", "seed",
+  "wall_time_s", ...}` to `<out-dir>/metrics.json`;
+- metrics that measure time or speed end in one of TIMING_SUFFIXES, so a rerun with the same seed may differ there
+  and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+MANIFEST = TESTS / "curriculum-files.txt"
+NETBLOCK = TESTS / "_netblock"
+
+TIMING_SUFFIXES = ("_s", "_ms", "_us", "_per_s", "_gflops", "_gbps", "_speedup")
+SMOKE_BUDGET_S = 60.0  # a smoke run is meant to take seconds; this only catches a lesson that forgot --smoke
+
+
+def manifest_rows() -> list[tuple[str, str]]:
+    """(path, topic) for each of the curriculum's scripts, in course order."""
+    rows = []
+    for line in MANIFEST.read_text().splitlines():
+        if line.strip():
+            path, _, topic = line.partition("\t")
+            rows.append((path.strip(), topic.strip()))
+    return rows
+
+
+def modules() -> list[str]:
+    """Module folders in course order."""
+    seen: dict[str, None] = {}
+    for path, _ in manifest_rows():
+        seen.setdefault(path.split("/")[0], None)
+    return list(seen)
+
+
+def module_scripts(module: str) -> list[str]:
+    return [p for p, _ in manifest_rows() if p.split("/")[0] == module]
+
+
+def built_modules() -> list[str]:
+    """Modules whose folder exists; test_contract.py proves each holds exactly its listed scripts."""
+    return [m for m in modules() if (REPO / m).is_dir()]
+
+
+def built_lessons() -> list[str]:
+    """Every lesson script (not exercises.py) of the modules written so far."""
+    return [p for m in built_modules() for p in module_scripts(m) if not p.endswith("exercises.py")]
+
+
+def is_timing_key(key: str) -> bool:
+    return key.endswith(TIMING_SUFFIXES)
+
+
+def load_script(path: Path, name: str | None = None):
+    """Import a script by path under a fresh module name (the files live in folders that are not packages)."""
+    path = Path(path)
+    name = name or f"curriculum_{path.parent.name}_{path.stem}".replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+@contextlib.contextmanager
+def torch_state_guard(cwd: Path | None = None):
+    """Run a block, then put back every piece of process-wide state a lesson may change.
+
+    Lessons legitimately flip global switches (default dtype, grad mode, TF32, deterministic algorithms, threads,
+    RNG state, print options); one lesson must never see what the previous one left behind.
+    """
+    import numpy as np
+    import torch
+
+    saved = {
+        "dtype": torch.get_default_dtype(),
+        "device": torch.get_default_device(),
+        "grad": torch.is_grad_enabled(),
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "anomaly": torch.is_anomaly_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "cwd": os.getcwd(),
+        "argv": list(sys.argv),
+        "environ": dict(os.environ),
+        "sys_path": list(sys.path),
+    }
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with warnings.catch_warnings():
+            yield
+    finally:
+        os.chdir(saved["cwd"])
+        sys.argv[:] = saved["argv"]
+        sys.path[:] = saved["sys_path"]
+        os.environ.clear()
+        os.environ.update(saved["environ"])
+        torch.set_default_dtype(saved["dtype"])
+        torch.set_default_device(None if saved["device"].type == "cpu" else saved["device"])
+        torch.set_grad_enabled(saved["grad"])
+        torch.set_num_threads(saved["threads"])
+        torch.use_deterministic_algorithms(saved["deterministic"], warn_only=saved["deterministic_warn_only"])
+        torch.set_float32_matmul_precision(saved["matmul_precision"])
+        torch.autograd.set_detect_anomaly(saved["anomaly"])
+        torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
+        torch.backends.cudnn.deterministic = saved["cudnn_deterministic"]
+        torch.backends.cuda.matmul.allow_tf32 = saved["cuda_matmul_tf32"]
+        torch.backends.cudnn.allow_tf32 = saved["cudnn_tf32"]
+        torch.set_printoptions(profile="default", sci_mode=None)
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        random.setstate(saved["python_rng"])
+        if "torch._dynamo" in sys.modules:
+            torch._dynamo.reset()
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+
+
+def check_metrics(returned, metrics_file: Path, device: str, seed: int) -> dict:
+    """The contract's point 5: main returns plain numbers and writes the same dict, with context, to metrics.json."""
+    assert isinstance(returned, dict) and returned, f"main() must return a non-empty dict of metrics, got {returned!r}"
+    for key, value in returned.items():
+        assert isinstance(key, str), f"metric names must be strings, got {key!r}"
+        assert isinstance(value, (bool, int, float)), f"metric {key!r} must be a plain number, got {type(value)}"
+        assert math.isfinite(value), f"metric {key!r} is not finite: {value}"
+    assert metrics_file.is_file(), f"the lesson did not write {metrics_file}"
+    record = json.loads(metrics_file.read_text())
+    assert record["metrics"] == returned, "metrics.json must hold exactly the dict main() returned"
+    assert record["seed"] == seed
+    assert record["device"].split(":")[0] == device, f"metrics.json says device {record['device']}, asked {device}"
+    assert record["torch_version"]
+    assert record["wall_time_s"] >= 0
+    return record
+
+
+def run_inprocess(path: str, args: list[str], workdir: Path) -> tuple[dict, float]:
+    """Import the lesson fresh and call main(args) with the working directory set to `workdir`."""
+    with torch_state_guard(cwd=workdir):
+        module = load_script(REPO / path)
+        start = time.perf_counter()
+        try:
+            result = module.main(args)
+        finally:
+            sys.modules.pop(module.__name__, None)
+        return result, time.perf_counter() - start
+
+
+def subprocess_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env["PYTHONPATH"] = str(NETBLOCK)
+    env["CURRICULUM_BLOCK_NETWORK"] = "1"
+    env["MPLBACKEND"] = "Agg"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_subprocess(path: str, args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python <repo>/<path> args` from another directory, as a learner would run it, network blocked."""
+    return subprocess.run(
+        [sys.executable, str(REPO / path), *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def comparable(metrics: dict) -> dict:
+    """The metrics a rerun with the same seed must reproduce exactly: all but timings."""
+    return {k: v for k, v in metrics.items() if not is_timing_key(k)}

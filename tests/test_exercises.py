@@ -1,0 +1,112 @@
+"""The exercises: the learner's work (skipped while unfinished), and proof that every check is sound.
+
+For each exercise the suite proves three things whatever the learner has done: the reference solution passes, a stub
+counts as unfinished, and every common-mistake variant is rejected. Then it checks the learner's own function.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+from exercise_harness import (
+    DOC_HEAD,
+    HINT,
+    REPO,
+    evaluate,
+    evaluate_learner,
+    exercise_modules,
+    exercises,
+    load_solutions,
+    mistakes,
+    skip_message,
+)
+
+pytestmark = pytest.mark.exercise
+
+ALL = [ex for module in exercise_modules() for ex in exercises(module)]
+MISTAKES = [(ex, name) for ex in ALL for name in mistakes(ex)]
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
+def test_exercise(exercise, request):
+    """Your solution. Unfinished: skipped with a hint (failed under --strict-exercises)."""
+    outcome = evaluate_learner(exercise)
+    order = (ALL.index(exercise),)
+    label = f"{exercise.module} exercise {exercise.number}, {exercise.name}() (python {exercise.module}/exercises.py)"
+    request.node.user_properties.extend(
+        [("exercise_status", outcome.status), ("exercise_order", order), ("exercise_label", label)]
+    )
+    if outcome.status == "todo":
+        if request.config.getoption("--strict-exercises"):
+            pytest.fail(skip_message(exercise), pytrace=False)
+        pytest.skip(skip_message(exercise))
+    if outcome.status == "failing":
+        pytest.fail(f"Exercise {exercise.number} ({exercise.name}): {outcome.message}", pytrace=False)
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
+def test_reference_solution_passes(exercise):
+    solution = getattr(load_solutions(exercise.module), exercise.name, None)
+    assert solution is not None, f"tests/solutions has no reference solution {exercise.name}()"
+    outcome = evaluate(exercise.check, solution)
+    assert outcome.status == "done", f"the reference solution fails its own check: {outcome.message}"
+
+
+def _stub_from_source(exercise):
+    """The stub of an exercise, rebuilt from exercises.py: same signature, body `raise NotImplementedError`.
+
+    Rebuilt rather than imported, so the proof holds after the learner has replaced the stub with a solution.
+    """
+    source = (REPO / exercise.module / "exercises.py").read_text()
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == exercise.name)
+    message = f"Exercise {exercise.number}: not done yet"
+    node.body = [ast.parse(f"raise NotImplementedError({message!r})").body[0]]
+    node.decorator_list = []
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    module = ast.Module(body=[*imports, node], type_ignores=[])
+    namespace: dict = {}
+    exec(compile(ast.fix_missing_locations(module), "<stub>", "exec"), namespace)
+    return namespace[exercise.name]
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
+def test_stub_counts_as_unfinished(exercise):
+    outcome = evaluate(exercise.check, _stub_from_source(exercise))
+    assert outcome.status == "todo", f"a stub must count as unfinished, got {outcome.status}: {outcome.message}"
+
+
+@pytest.mark.parametrize(("exercise", "mistake"), MISTAKES, ids=lambda v: v if isinstance(v, str) else v.id)
+def test_common_mistake_is_rejected(exercise, mistake):
+    wrong = getattr(load_solutions(exercise.module), mistake)
+    outcome = evaluate(exercise.check, wrong)
+    assert outcome.status == "failing", f"the check accepted the common mistake {mistake}() ({outcome.status})"
+    assert outcome.message, "a rejected mistake must come with a message that says what was expected"
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
+def test_exercise_is_documented_and_has_a_mistake(exercise):
+    """Each exercise: a docstring 'Exercise N: title' with an example and a Hint, and >= 1 common-mistake variant."""
+    source = (REPO / exercise.module / "exercises.py").read_text()
+    node = next(
+        (n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == exercise.name), None
+    )
+    assert node is not None, f"{exercise.module}/exercises.py has no function {exercise.name}()"
+    doc = ast.get_docstring(node) or ""
+    head = DOC_HEAD.match(doc)
+    assert head and int(head.group(1)) == exercise.number, f"docstring must start 'Exercise {exercise.number}: ...'"
+    assert HINT.search(doc), "the docstring needs a 'Hint:' paragraph"
+    assert "Example" in doc or ">>>" in doc, "the docstring needs an example"
+    assert mistakes(exercise), f"no common-mistake variant {exercise.name}__<what_went_wrong> in tests/solutions"
+    solution = getattr(load_solutions(exercise.module), exercise.name)
+    stub_params = [a.arg for a in node.args.args]
+    assert list(inspect.signature(solution).parameters)[: len(stub_params)] == stub_params, (
+        "the reference solution must take the same arguments as the stub"
+    )
+
+
+@pytest.mark.parametrize("module", exercise_modules())
+def test_module_has_enough_exercises(module):
+    assert 8 <= len(exercises(module)) <= 10, f"{module} should have 8-10 exercises, has {len(exercises(module))}"
