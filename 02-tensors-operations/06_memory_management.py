@@ -1,0 +1,253 @@
+"""Memory: what a tensor costs in bytes, what keeps it alive, and in-place operations (their savings and their trap).
+
+Shows, with every claim measured and printed:
+- bytes = numel * element_size, checked against untyped_storage().nbytes() for several dtypes;
+- a small view of a huge tensor keeps the WHOLE storage alive after `del big`; .clone() copies just the slice and
+  lets the big block go (on a GPU, torch.cuda.memory_allocated proves it; on a CPU the storage sizes do);
+- in-place ops (the trailing _: add_, mul_, clamp_, and out=): the data_ptr stays, no new allocation, and the
+  tensor's version counter ._version counts every write;
+- the autograd trap: modifying in place a tensor that backward needs raises "one of the variables needed for
+  gradient computation has been modified by an inplace operation" (caught and printed, with ._version), and the
+  out-of-place fix;
+- on a GPU: peak memory (torch.cuda.max_memory_allocated) of an out-of-place chain against the same chain in place,
+  and memory_allocated vs memory_reserved (the caching allocator). On a CPU the lesson says what it would show.
+
+Run it:
+    python 02-tensors-operations/06_memory_management.py
+    python 02-tensors-operations/06_memory_management.py --device cuda --megabytes 256
+
+Takes a few seconds on a laptop CPU. What to look for: storage bytes equal numel * element_size, a 10-element view
+still holding the whole big storage, the same data_ptr before and after add_, and the in-place autograd error.
+"""
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. The one place a lesson decides where tensors live."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where the tensors live; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    parser.add_argument("--smoke", action="store_true", help="a 1 MB 'big' tensor (a tiny, fast run)")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/02-tensors-operations/06_memory_management"),
+                        help="where metrics.json is written")
+    parser.add_argument("--megabytes", type=int, default=64, help="size of the 'big' float32 tensor in MiB")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    if args.megabytes < 1:
+        parser.error("--megabytes must be at least 1")
+    return args
+
+
+def allocated(device: torch.device) -> int:
+    """Bytes the caching allocator has handed to live tensors on this GPU (0 off CUDA: nothing to measure there)."""
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def bytes_per_dtype(device: torch.device) -> dict:
+    section("Bytes: numel * element_size")
+    all_equal = True
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.int8, torch.bool):
+        on = torch.device("cpu") if device.type == "mps" and dtype == torch.float64 else device  # MPS: no float64
+        x = torch.zeros(1000, 1000, dtype=dtype, device=on)
+        computed = x.numel() * x.element_size()
+        storage = x.untyped_storage().nbytes()
+        all_equal &= computed == storage == x.nbytes
+        print(f"  {str(dtype):<15} element_size {x.element_size()}  numel*element_size {computed:>9,}  "
+              f"storage nbytes {storage:>9,}")
+    print("(x.untyped_storage() is the current API; the older x.storage() returns a deprecated TypedStorage)")
+    params = 25_000_000
+    weights = params * torch.finfo(torch.float32).bits // 8
+    print(f"a 25M-parameter model (e.g. ResNet-50): {weights / 2**20:.0f} MiB of float32 weights; training with Adam "
+          f"adds gradients and two moment buffers of the same size: {4 * weights / 2**20:.0f} MiB before activations")
+    return {"bytes_equal_numel_times_element_size": all_equal}
+
+
+def view_keeps_storage_alive(device: torch.device, n: int) -> dict:
+    section("A small view keeps a big storage alive; clone() lets it go")
+    base = allocated(device)
+    big = torch.randn(n, device=device)                          # (n,) float32
+    big_bytes = big.untyped_storage().nbytes()
+    head_view = big[:10]                                         # 10 elements, but a window on all n
+    head_copy = big[:10].clone()                                 # 10 elements in their own 40-byte storage
+    del big                                                      # the name goes; the view still holds the storage
+    after_del = allocated(device) - base
+    view_bytes = head_view.untyped_storage().nbytes()
+    copy_bytes = head_copy.untyped_storage().nbytes()
+    print(f"big: {n:,} float32 = {big_bytes / 2**20:.1f} MiB")
+    print(f"after `del big`: the 10-element view's storage is {view_bytes:,} bytes; the clone's is {copy_bytes} bytes")
+    del head_view
+    after_view_del = allocated(device) - base
+    if device.type == "cuda":
+        print(f"torch.cuda.memory_allocated above the start: {after_del / 2**20:.2f} MiB after `del big` (the view "
+              f"pins it), {after_view_del / 2**20:.4f} MiB after `del head_view` (only the clone left)")
+    else:
+        print(f"(on a GPU, torch.cuda.memory_allocated would stay {big_bytes / 2**20:.1f} MiB higher after `del big` "
+              "and drop to ~0 only after the view is deleted too; run with --device cuda to see it)")
+    print("the same happens with lists of slices, e.g. keeping `batch[:1]` or `loss` tensors for logging: "
+          "store .clone() or .item() instead")
+    metrics = {"big_storage_bytes": big_bytes, "view_storage_bytes_after_del": view_bytes,
+               "clone_storage_bytes": copy_bytes}
+    if device.type == "cuda":
+        metrics.update({"gpu_bytes_held_by_view": after_del, "gpu_bytes_after_view_deleted": after_view_del})
+    return metrics
+
+
+def in_place(device: torch.device) -> dict:
+    section("In-place operations: same memory, new version")
+    x = torch.zeros(1000, device=device)
+    ptr, v0 = x.data_ptr(), x._version
+    x.add_(1).mul_(3).clamp_(max=2)                  # each _ op writes into x and bumps its version counter
+    v3 = x._version
+    print(f"x.add_(1).mul_(3).clamp_(max=2): data_ptr unchanged: {x.data_ptr() == ptr}, "
+          f"_version {v0} -> {v3}, values {x[0].item()}")
+    y = x + 1                                        # out of place: a fresh allocation
+    print(f"y = x + 1: a new data_ptr: {y.data_ptr() != ptr}")
+    x += 1                                           # augmented assignment on a tensor is in place (add_)
+    print(f"x += 1 is in place: data_ptr unchanged {x.data_ptr() == ptr}, _version {x._version}; "
+          "but x = x + 1 would rebind x to a new tensor")
+    view = x[:10]
+    view.zero_()
+    print(f"a view shares the version counter: after x[:10].zero_(), x._version = {x._version}")
+    a, b = torch.randn(1000, device=device), torch.randn(1000, device=device)
+    buf = torch.empty(1000, device=device)
+    buf_ptr = buf.data_ptr()
+    for _ in range(3):
+        torch.add(a, b, out=buf)                     # reuse one buffer instead of allocating each iteration
+    print(f"torch.add(a, b, out=buf) three times: buffer data_ptr unchanged {buf.data_ptr() == buf_ptr}, "
+          f"result correct {torch.equal(buf, a + b)}")
+    return {"inplace_keeps_data_ptr": x.data_ptr() == ptr, "outofplace_new_data_ptr": y.data_ptr() != ptr,
+            "version_after_three_inplace_ops": v3, "version_counter": x._version,
+            "out_buffer_reused": buf.data_ptr() == buf_ptr}
+
+
+def autograd_trap(device: torch.device) -> dict:
+    section("The autograd trap: in place on a tensor backward needs")
+    w = torch.randn(5, device=device, requires_grad=True)
+    y = w.sigmoid()            # sigmoid's backward uses its OUTPUT: y is saved for backward (at version 0)
+    print(f"y = w.sigmoid(): y._version = {y._version}")
+    y.mul_(2)                  # overwrites the saved y
+    print(f"after y.mul_(2): y._version = {y._version}")
+    message = ""
+    try:
+        y.sum().backward()
+    except RuntimeError as err:
+        message = str(err)
+    print(f"y.sum().backward() -> RuntimeError: {message.split(' Hint:')[0]}")
+    y = w.sigmoid()
+    y = y * 2                  # out of place: the saved y is untouched
+    y.sum().backward()
+    s = w.detach().sigmoid()
+    grad_err = (w.grad - 2 * s * (1 - s)).abs().max().item()
+    print(f"out of place, y = y * 2: backward works, grad matches 2*s*(1-s) within {grad_err:.1e}")
+    leaf_message = ""
+    try:
+        w.add_(1)              # a leaf that requires grad cannot be changed in place outside torch.no_grad()
+    except RuntimeError as err:
+        leaf_message = str(err)
+    print(f"w.add_(1) on a leaf requiring grad -> RuntimeError: {leaf_message}")
+    with torch.no_grad():
+        w.add_(1)              # how optimizers update weights
+    print(f"inside torch.no_grad() it is allowed (that is what optimizer.step() does): w._version = {w._version}")
+    return {"inplace_autograd_error_raised": "modified by an inplace operation" in message,
+            "inplace_autograd_error_mentions_version": "is at version 1" in message,
+            "outofplace_grad_max_abs_error": grad_err, "leaf_inplace_error_raised": "leaf Variable" in leaf_message}
+
+
+def gpu_peak(device: torch.device, n: int) -> dict:
+    section("Peak GPU memory: out-of-place chain vs in-place chain")
+    if device.type != "cuda":
+        print("(CPU run: nothing to measure here. On a GPU, torch.cuda.max_memory_allocated shows the chain "
+              "y = (x * 2 + 1).exp() peaking at about 2 extra copies of x, because each op allocates its result "
+              "before the temporary it read is freed, while x.mul_(2).add_(1).exp_() needs no extra memory. "
+              "Run with --device cuda on a GPU machine to see the numbers.)")
+        return {"gpu_measured": False}
+    x = torch.randn(n, device=device)
+    size = x.untyped_storage().nbytes()
+
+    def peak_extra(fn) -> int:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        extra = torch.cuda.max_memory_allocated(device) - start
+        del out
+        return extra
+
+    out_of_place = peak_extra(lambda: (x * 2 + 1).exp())
+    in_place_extra = peak_extra(lambda: x.mul_(2).add_(1).exp_())
+    print(f"x is {size / 2**20:.1f} MiB. Peak above start: out of place {out_of_place / size:.2f} x size(x), "
+          f"in place {in_place_extra / size:.2f} x size(x)")
+    x = None  # drop the last reference: its block goes back to the caching allocator
+    print(f"memory_allocated {torch.cuda.memory_allocated(device) / 2**20:.1f} MiB, memory_reserved "
+          f"{torch.cuda.memory_reserved(device) / 2**20:.1f} MiB: freed blocks stay cached for reuse; "
+          "torch.cuda.empty_cache() returns them to the driver (rarely needed)")
+    return {"gpu_measured": True, "gpu_outofplace_peak_extra_bytes": out_of_place,
+            "gpu_inplace_peak_extra_bytes": in_place_extra, "gpu_tensor_bytes": size}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    print(f"device: {device}")
+    n = (1 if args.smoke else args.megabytes) * 2**20 // 4   # float32 elements
+
+    metrics = {}
+    metrics.update(bytes_per_dtype(device))
+    metrics.update(view_keeps_storage_alive(device, n))
+    metrics.update(in_place(device))
+    metrics.update(autograd_trap(device))
+    metrics.update(gpu_peak(device, n))
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
+              "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
+    (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
+
+    section("What to notice")
+    print("- A tensor's cost is numel * element_size; halving the dtype halves it.")
+    print("- Memory is freed when the last tensor using a storage goes, views included: clone() small slices.")
+    print("- In-place ops (trailing _, out=, +=) reuse memory and bump ._version; autograd checks that version")
+    print("  and refuses to backpropagate through a tensor that was overwritten after being saved.")
+    print("- Reach for in place to save memory only where autograd does not need the old values.")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
