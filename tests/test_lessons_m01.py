@@ -30,3 +30,62 @@ def test_01_installation_setup_exits_1_when_a_package_is_missing(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         run_inprocess(SETUP, args, tmp_path)
     assert exit_info.value.code == 1
+
+
+def test_02_pytorch_intro(run_lesson, device):
+    m = run_lesson("01-pytorch-basics/02_pytorch_intro.py")
+    assert m["initial_loss"] > 0.5, "an untrained 3-class model starts near ln 3"
+    assert m["loss_drop_factor"] > 10 and m["nonfinite_losses"] == 0, "the loss must fall by a large factor"
+    assert m["test_accuracy"] > 0.85, "far above the 1/3 of guessing"
+    assert m["reload_max_abs_diff"] == 0.0, "the reloaded state_dict must predict exactly the same"
+    assert m["train_mode_outputs_differ"] == 1 and m["eval_mode_outputs_differ"] == 0
+    assert m["hidden_nan_forward_finite"] == 1 and m["anomaly_caught"] == 1 and m["anomaly_names_sqrt"] == 1
+    assert m["fixed_grad_finite"] == 1
+    assert m["same_seed_abs_diff"] < 1e-6 and m["other_seed_differs"] == 1
+    if device == "cpu":  # GPUs are bit-identical too only with deterministic algorithms (module 09)
+        assert m["same_seed_identical"] == 1
+
+
+def test_03_tensor_basics(run_lesson):
+    m = run_lesson("01-pytorch-basics/03_tensor_basics.py")
+    assert m["int_default_is_int64"] == 1 and m["float_default_is_float32"] == 1 and m["like_keeps_dtype"] == 1
+    assert m["matmul_00"] == 7.0 and m["broadcast_sum"] == 70.0 and m["int_div_is_float"] == 1
+    assert m["slice_writes_through"] == 1 and m["fancy_index_copies"] == 1 and m["mask_count"] == 5
+    assert m["view_shares_memory"] == 1 and m["transpose_contiguous"] == 0 and m["view_of_transpose_raises"] == 1
+    assert m["stack_ndim"] == 3 and m["cat_rows"] == 4
+    assert m["sum_all"] == 21.0 and m["sum_dim0_first"] == 5.0 and m["argmax_flat"] == 5
+    assert m["centred_row_mean_abs"] < 1e-6
+    assert m["inplace_keeps_memory"] == 1 and m["inplace_leaf_raises"] == 1 and m["weight_after_nograd_update"] == 2.0
+
+
+def test_04_numpy_vs_pytorch(run_lesson, device):
+    m = run_lesson("01-pytorch-basics/04_numpy_vs_pytorch.py")
+    # shared memory, shown two ways: a mutation seen on the other side, and the same address
+    assert m["from_numpy_sees_mutation"] == 1 and m["from_numpy_shares_address"] == 1
+    assert m["numpy_sees_mutation"] == 1 and m["numpy_shares_address"] == 1
+    assert m["as_tensor_sees_mutation"] == 1 and m["as_tensor_shares_address"] == 1
+    assert m["tensor_sees_mutation"] == 0 and m["tensor_shares_address"] == 0, "torch.tensor copies"
+    assert m["numpy_float_bits"] == 64 and m["torch_float_bits"] == 32 and m["from_numpy_float_bits"] == 64
+    assert m["numpy_int_bits"] == 64 and m["torch_int_bits"] == 64
+    assert m["float64_into_float32_layer_raises"] == 1 and m["requires_grad_numpy_raises"] == 1
+    assert m["detach_cpu_numpy_ok"] == 1
+    if device != "cpu":
+        assert m["device_numpy_raises"] == 1
+    assert m["numpy_matmul_gflops"] > 0 and m["torch_matmul_gflops"] > 0 and m["torch_threads"] >= 1
+    assert m["matmul_rel_diff"] < 1e-4, "NumPy and torch compute the same product"
+
+
+def test_05_gpu_acceleration(run_lesson, device):
+    m = run_lesson("01-pytorch-basics/05_gpu_acceleration.py")
+    assert m["gpu_present"] == int(device != "cpu")
+    assert m["cpu_fp32_best_gflops"] > 0
+    assert all(v > 0 for k, v in m.items() if k.endswith("_gflops"))
+    assert m["module_to_returns_self"] == 1 and m["tensor_to_returns_new"] == 1 and m["output_on_device"] == 1
+    gpu_keys = [k for k in m if k.startswith(("gpu_", "h2d_", "cuda_", "pinned_")) and k != "gpu_present"]
+    if device == "cpu":
+        assert not gpu_keys, f"a CPU run reports CPU figures only, got {gpu_keys}"
+    else:
+        assert m["gpu_fp32_best_gflops"] > 0 and m["gpu_bf16_best_gflops"] > 0 and m["gpu_fp16_best_gflops"] > 0
+    if device == "cuda":
+        assert m["h2d_pageable_gbps"] > 0 and m["h2d_pinned_gbps"] > 0
+        assert m["cuda_first_zeros_s"] > 0 and m["cuda_second_zeros_s"] > 0

@@ -1,0 +1,208 @@
+"""Environment doctor: is this machine ready for the course?
+
+Checks, and prints, everything the later modules rely on: Python and the OS; every package pinned in
+requirements.txt, installed version against the pin (ok / mismatch / missing, with the command that fixes it);
+CUDA, cuDNN and Apple's MPS; each GPU's name, memory and compute capability; whether nvcc and a C++ compiler are
+present (module 09 builds custom ops with them); CPU threads. Finally it runs a small matmul on the chosen device
+and compares it with a float64 reference, so "the GPU works" is a measured fact, not a promise.
+
+Run it:
+    python 01-pytorch-basics/01_installation_setup.py
+    python 01-pytorch-basics/01_installation_setup.py --device cpu --requirements path/to/requirements.txt
+
+Takes a second or two on a laptop CPU, works offline, and exits with status 1 if a required package is missing.
+What to look for: every package "ok", the device you expect under "Chosen device", and a max abs error near 1e-6.
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
+# Used when this file was copied out of the repository and requirements.txt is not beside it.
+CORE_PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "matplotlib")
+PIN = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s#;]+)")
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. The one place a lesson decides where tensors live."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="device for the sanity matmul; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    parser.add_argument("--smoke", action="store_true", help="same checks, smaller matmul (the doctor is fast anyway)")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/01-pytorch-basics/01_installation_setup"),
+                        help="where metrics.json is written")
+    parser.add_argument("--requirements", type=Path, default=REQUIREMENTS,
+                        help="the pins to check installed packages against")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    return args
+
+
+def read_pins(path: Path) -> dict:
+    """{package: pinned version or None}; the built-in core list when requirements.txt is not there."""
+    if not path.is_file():
+        print(f"{path} not found (was this file copied out of the repo?); checking the core packages only.")
+        return dict.fromkeys(CORE_PACKAGES)
+    return {m.group(1): m.group(2) for line in path.read_text().splitlines() if (m := PIN.match(line))}
+
+
+def check_packages(pins: dict) -> dict:
+    """Installed version of each pinned package, compared with the pin ('+cu130' build tags ignored)."""
+    counts = {"ok": 0, "mismatch": 0, "missing": 0}
+    fixes = []
+    for name, pinned in pins.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed, status = "-", "missing"
+        else:
+            status = "ok" if pinned is None or installed.split("+")[0] == pinned else "mismatch"
+        counts[status] += 1
+        if status != "ok":
+            fixes.append(f"{name}=={pinned}" if pinned else name)
+        print(f"  {name:<20} installed {installed:<16} pinned {pinned or '(any)':<10} {status}")
+    if fixes:
+        print(f"  fix: {sys.executable} -m pip install {' '.join(fixes)}")
+        print("       (or reinstall everything: pip install -r requirements.txt)")
+    return counts
+
+
+def tool_version(command: str) -> str | None:
+    """First line of `command --version`, or None when the tool is not on PATH."""
+    path = shutil.which(command)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{path} (did not answer --version)"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else path
+
+
+def report_accelerators() -> dict:
+    section("Accelerators")
+    cuda = torch.cuda.is_available()
+    print(f"torch built with CUDA: {torch.version.cuda or 'no (CPU-only build)'}")
+    print(f"CUDA available: {cuda}   devices: {torch.cuda.device_count()}")
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    print(f"cuDNN: {cudnn or 'not available'}")
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        print(f"  cuda:{i} {p.name}: {p.total_memory / 2**30:.1f} GiB, compute capability {p.major}.{p.minor}, "
+              f"{p.multi_processor_count} SMs")
+    mps = torch.backends.mps.is_available()
+    print(f"Apple MPS available: {mps}")
+    if not cuda and not mps:
+        print("No GPU: every lesson still runs on the CPU; the GPU halves of lessons explain what they would show.")
+    return {"cuda_available": int(cuda), "cuda_devices": torch.cuda.device_count(), "mps_available": int(mps),
+            "cudnn_version": int(cudnn or 0)}
+
+
+def report_toolchain() -> dict:
+    section("Compilers (module 09 builds C++/CUDA extensions)")
+    cxx = next((v for c in ("c++", "g++", "clang++") if (v := tool_version(c))), None)
+    nvcc = tool_version("nvcc")
+    if nvcc is None:
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        candidate = Path(CUDA_HOME or "/nonexistent") / "bin" / "nvcc"
+        nvcc = tool_version(str(candidate)) if candidate.exists() else None
+    ninja = tool_version("ninja")
+    print(f"C++ compiler: {cxx or 'not found (install g++ or clang++ to build C++ extensions)'}")
+    print(f"nvcc:         {nvcc or 'not found (only needed for the CUDA half of 09/07)'}")
+    print(f"ninja:        {ninja or 'not found (pip install ninja)'}")
+    found = {"cxx_found": cxx, "nvcc_found": nvcc, "ninja_found": ninja}
+    return {key: int(value is not None) for key, value in found.items()}
+
+
+def sanity_matmul(device: torch.device, n: int) -> float:
+    """Max abs error of an (n, n) float32 matmul on `device` against a float64 CPU reference."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    reference = (a.double() @ b.double()).float()
+    got = (a.to(device) @ b.to(device)).cpu()  # .cpu() waits for the device to finish
+    return (got - reference).abs().max().item() / reference.abs().max().item()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+
+    section("Python and OS")
+    print(f"Python {platform.python_version()} ({sys.executable})")
+    print(f"OS: {platform.platform()}   machine: {platform.machine()}")
+    cpu_threads = torch.get_num_threads()
+    print(f"CPU cores visible: {os.cpu_count()}   torch intra-op threads: {cpu_threads}")
+
+    section(f"Packages pinned in {args.requirements.name}")
+    counts = check_packages(read_pins(args.requirements))
+
+    accelerators = report_accelerators()
+    toolchain = report_toolchain()
+
+    section("Chosen device")
+    n = 128 if args.smoke else 512
+    rel_error = sanity_matmul(device, n)
+    print(f"device: {device}; a {n}x{n} float32 matmul there differs from a float64 reference by "
+          f"{rel_error:.2e} (relative to its largest entry)")
+    if device.type == "cuda":
+        print("  (TF32 matmuls, if enabled, would show ~1e-3 here: module 09 explains the trade)")
+
+    metrics = {
+        "packages_ok": counts["ok"], "packages_mismatch": counts["mismatch"], "packages_missing": counts["missing"],
+        **accelerators, **toolchain, "cpu_threads": cpu_threads, "matmul_rel_error": rel_error,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
+              "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
+    (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
+
+    section("What to notice")
+    print("- 'mismatch' still runs, but the course is tested on the pinned versions; 'missing' must be fixed.")
+    print("- torch reports CUDA only if its wheel was built for CUDA *and* a driver and GPU are present.")
+    print("- The same code runs on every device: lessons choose the device once and pass it down.")
+    if counts["missing"]:
+        print(f"\n{counts['missing']} required package(s) missing: install them (command above), then rerun.")
+        raise SystemExit(1)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
