@@ -128,8 +128,11 @@ def run_lesson_subprocess(tmp_path, device):
     return run
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """One line of overall exercise progress, from the learner-facing exercise tests that ran."""
+    """One line of overall exercise progress, from the learner-facing exercise tests that ran, printed after the
+    short summary so that it sits just above pytest's final counts."""
+    result = yield
     status = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -137,7 +140,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             if "exercise_status" in props and getattr(report, "when", "call") in ("call", "setup"):
                 status[props["exercise_order"]] = (props["exercise_status"], props["exercise_label"])
     if not status:
-        return
+        return result
     counts = {word: sum(s == word for s, _ in status.values()) for word in STATUS_WORDS}
     line = (
         f"Exercises: {counts['done']}/{len(status)} done, {counts['failing']} failing, "
@@ -147,3 +150,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if upcoming:
         line += f" Next: {upcoming[0]}"
     terminalreporter.write_sep("=", line, bold=True)
+    return result

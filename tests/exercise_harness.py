@@ -151,7 +151,7 @@ def evaluate_learner(exercise: Exercise, learner=None) -> Outcome:
 
 
 def skip_message(exercise: Exercise) -> str:
-    return f"Exercise {exercise.number} not done yet \u2014 hint: {exercise.hint}"
+    return f"[{exercise.module}] Exercise {exercise.number} not done yet \u2014 hint: {exercise.hint}"
 
 
 def report(module_file: str) -> int:
