@@ -67,12 +67,12 @@ class Outcome:
 
 
 def exercise_modules() -> list[str]:
-    """Modules (in course order) whose exercises.py and checks exist."""
-    return [
-        m
-        for m in modules()
-        if (REPO / m / "exercises.py").is_file() and (REPO / "tests" / "checks" / f"{module_key(m)}.py").is_file()
-    ]
+    """Modules (in course order) whose exercises.py, checks and solutions all exist.
+
+    A module missing one of them is not collected here; test_contract.py::test_exercises_file_shape fails for it.
+    """
+    needed = ("{m}/exercises.py", "tests/checks/{key}.py", "tests/solutions/{key}.py")
+    return [m for m in modules() if all((REPO / f.format(m=m, key=module_key(m))).is_file() for f in needed)]
 
 
 @cache
