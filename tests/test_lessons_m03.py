@@ -1,0 +1,109 @@
+"""Smoke runs of module 03 (autograd and backpropagation) with assertions that prove each lesson did its job."""
+
+import pytest
+
+pytestmark = pytest.mark.smoke
+
+BASICS = "03-autograd-backprop/01_autograd_basics.py"
+GRAPHS = "03-autograd-backprop/02_computational_graphs.py"
+GRADIENTS = "03-autograd-backprop/03_gradient_computation.py"
+CUSTOM = "03-autograd-backprop/04_custom_autograd.py"
+DESCENT = "03-autograd-backprop/05_gradient_descent.py"
+ACCUMULATION = "03-autograd-backprop/06_gradient_accumulation.py"
+
+
+def test_01_autograd_basics(run_lesson):
+    m = run_lesson(BASICS)
+    assert m["first_derivative"] == pytest.approx(8.75)  # d/dx (x^3 + 2x) at 1.5
+    assert m["first_derivative_error"] < 1e-5
+    assert m["leaf_grad_error"] < 1e-5 and m["retained_grad_error"] < 1e-6
+    assert m["nonleaf_grad_is_none"] is True
+    assert m["accumulation_ratio"] == pytest.approx(2.0)  # a second backward adds the same gradient again
+    assert m["cleared_grad_error"] == 0.0
+    assert m["second_backward_raised"] is True
+    assert m["retain_graph_error"] < 1e-4
+    assert m["grad_x_times_x"] == pytest.approx(6.0) and m["grad_x_times_detached_x"] == pytest.approx(3.0)
+    assert m["detach_inplace_raised"] is True  # autograd notices an edit through detach()
+    assert m["data_inplace_silent_grad"] == 0.0  # ... but not through .data: a silently wrong gradient
+    assert m["inference_tensor_in_autograd_raised"] is True
+    assert m["no_grad_output_requires_grad"] is False
+    assert m["saved_for_backward_bytes_grad"] > 0 and m["saved_for_backward_bytes_no_grad"] == 0
+    assert min(m["forward_grad_enabled_ms"], m["forward_no_grad_ms"], m["forward_inference_mode_ms"]) > 0
+
+
+@pytest.mark.subprocess
+def test_01_autograd_basics_as_a_learner_runs_it(run_lesson_subprocess):
+    m = run_lesson_subprocess(BASICS)
+    assert m["second_backward_raised"] is True
+    assert m["accumulation_ratio"] == pytest.approx(2.0)
+
+
+def test_02_computational_graphs(run_lesson):
+    m = run_lesson(GRAPHS)
+    assert m["graph_png_written"] is True
+    assert m["graph_leaves"] == 2  # W and b; the constants x and c add no node
+    assert m["graph_nodes"] == 11
+    assert m["max_abs_diff_manual_vs_autograd_W"] < 1e-5
+    assert m["max_abs_diff_manual_vs_autograd_b"] < 1e-5
+    assert m["hook_grad_error"] < 1e-5
+    assert m["nodes_loop_1"] < m["nodes_loop_2"] < m["nodes_loop_4"]  # define-by-run: the loop shapes the graph
+
+
+def test_03_gradient_computation(run_lesson, device):
+    m = run_lesson(GRADIENTS)
+    tol = 1e-3 if device == "mps" else 1e-6  # MPS has no float64
+    assert m["max_abs_error_vs_finite_differences"] < tol
+    if device != "mps":
+        # float32 finite differences are far worse: why gradient checks use float64
+        assert m["max_abs_error_vs_finite_differences_float32"] > 100 * m["max_abs_error_vs_finite_differences"]
+    for key in ("vjp_error", "jacobian_error", "hessian_error", "double_backward_error", "per_sample_grad_error",
+                "per_sample_mean_vs_batch_grad_error"):
+        assert m[key] < tol, key
+    assert m["per_sample_loop_ms"] > 0 and m["per_sample_vmap_ms"] > 0
+
+
+def test_04_custom_autograd(run_lesson):
+    m = run_lesson(CUSTOM)
+    assert m["gradcheck_softplus"] is True and m["gradcheck_logsumexp"] is True
+    assert m["gradgradcheck_softplus"] is True
+    assert m["gradcheck_wrong_backward"] is False  # the sign error is caught
+    assert m["softplus_vs_builtin_error"] < 1e-8 and m["logsumexp_vs_builtin_error"] < 1e-10
+    assert m["naive_nonfinite_count"] >= 4 and m["custom_nonfinite_count"] == 0
+    assert m["torch_func_error"] < 1e-10
+    assert m["round_max_grad"] == 0.0 and m["ste_max_grad"] > 0
+    assert m["round_fit_final_loss"] > 1.0 and m["ste_fit_final_loss"] < 0.01 * m["ste_fit_first_loss"]
+    assert m["ste_fit_weight"] == pytest.approx(2.75)
+
+
+def test_05_gradient_descent(run_lesson):
+    m = run_lesson(DESCENT)
+    assert m["linear_manual_vs_sgd_max_abs_diff"] <= 1e-6
+    assert m["logistic_manual_vs_sgd_max_abs_diff"] <= 1e-6
+    assert m["linear_final_loss"] < 0.05 * m["linear_initial_loss"]
+    assert m["linear_gap_to_least_squares"] < 1e-2
+    assert m["linear_grad_formula_error"] < 1e-5
+    assert m["logistic_final_loss"] < 0.5 * m["logistic_initial_loss"]
+    assert m["logistic_accuracy"] > 0.85  # two well-separated blobs; chance is 0.5
+    # the sweep: a good lr beats a tiny one early, and past 2 / lam_max the loss grows
+    assert m["loss_at_step_10_lr_good"] < m["loss_at_step_10_lr_tiny"]
+    assert m["final_loss_lr_too_big"] > m["linear_initial_loss"] > m["final_loss_lr_edge"]
+
+
+def test_06_gradient_accumulation(run_lesson):
+    m = run_lesson(ACCUMULATION)
+    assert m["correct_scaling_max_abs_diff"] <= 1e-6
+    assert m["no_scaling_norm_ratio"] == pytest.approx(m["pieces"], rel=1e-4)  # pieces times too large
+    assert m["no_scaling_max_abs_diff"] > 1e-2
+    assert m["uneven_share_scaling_max_abs_diff"] <= 1e-6
+    assert m["uneven_steps_scaling_max_abs_diff"] > 1e-3
+    assert m["training_params_max_abs_diff"] <= 1e-5
+    assert m["full_batch_final_loss"] < m["full_batch_initial_loss"]
+    assert m["forgot_zero_grad_params_max_abs_diff"] > 1e-2
+    assert m["batchnorm_max_abs_diff"] > 1e-3
+
+
+def test_06_gradient_accumulation_uneven_flags(run_lesson):
+    m = run_lesson(ACCUMULATION, "--batch", "30", "--micro", "8")
+    assert m["pieces"] == 4
+    assert m["correct_scaling_max_abs_diff"] <= 1e-6
+    assert m["full_batch_steps_scaling_max_abs_diff"] > 1e-3  # 30 = 8 + 8 + 8 + 6: 1/4 is not each piece's share
