@@ -1,0 +1,288 @@
+"""Checks of 05-training-optimization/exercises.py, one check_<name>(fn) per exercise, in exercise order.
+
+Expectations are computed here, by hand or with other torch ops, never by calling the reference solution.
+"""
+
+import copy
+import math
+import os
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch import nn
+
+
+def _close(got, expected, tol=1e-9) -> bool:
+    return abs(got - expected) <= tol * max(1.0, abs(expected))
+
+
+def check_warmup_cosine_lr(fn):
+    for base, warm, total, low in ((0.1, 4, 12, 0.0), (1.0, 10, 110, 0.01), (3e-4, 1, 50, 1e-5)):
+        for step in sorted({0, 1, warm - 1, warm, warm + 1, (warm + total) // 2, total - 1, total}):
+            if step < warm:
+                expected = base * (step + 1) / warm
+            else:
+                progress = (step - warm) / (total - warm)
+                expected = low + 0.5 * (base - low) * (1 + math.cos(math.pi * progress))
+            got = fn(step, base, warm, total, low)
+            assert isinstance(got, float), f"expected a Python float, got {type(got).__name__}"
+            assert _close(got, expected), (
+                f"expected warmup_cosine_lr(step={step}, base_lr={base}, warmup_steps={warm}, total_steps={total}, "
+                f"min_lr={low}) = {expected:.6g}, got {got:.6g}"
+                + (" (the warm-up is base_lr * (step + 1) / warmup_steps)" if step < warm else
+                   " (the cosine's progress counts from the end of the warm-up: (step - warmup) / (total - warmup))")
+            )
+
+
+def check_train_with_epoch_scheduler(fn):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    batches = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
+    reference = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    got = fn(model, opt, sched, batches, 5, nn.MSELoss())
+    expected = [0.1, 0.1, 0.05, 0.05, 0.025]
+    assert isinstance(got, list) and len(got) == 5, f"expected a list of 5 learning rates, got {got!r}"
+    assert all(_close(g, e) for g, e in zip(got, expected, strict=True)), (
+        f"expected the lr per epoch {expected} (StepLR(step_size=2, gamma=0.5) stepped once per epoch, "
+        f"3 batches per epoch), got {[round(g, 6) for g in got]}"
+    )
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(5):
+        for group in ref_opt.param_groups:
+            group["lr"] = expected[epoch]
+        for x, y in batches:
+            ref_opt.zero_grad()
+            nn.functional.mse_loss(reference(x), y).backward()
+            ref_opt.step()
+    diff = max((p - q).abs().max().item() for p, q in zip(model.parameters(), reference.parameters(), strict=True))
+    assert diff < 1e-5, (
+        f"expected the trained weights of 5 epochs x 3 batches (zero_grad, loss, backward, step per batch), "
+        f"max abs diff {diff:.3g} from a reference loop"
+    )
+
+
+def check_batchnorm_train_forward(fn):
+    for n, c, momentum, eps in ((16, 5, 0.1, 1e-5), (4, 3, 0.3, 1e-3)):
+        x = torch.randn(n, c) * 3 + 2
+        gamma, beta = torch.rand(c) + 0.5, torch.randn(c)
+        running_mean, running_var = torch.randn(c), torch.rand(c) + 0.5
+        inputs = [t.clone() for t in (x, gamma, beta, running_mean, running_var)]
+        exp_mean, exp_var = running_mean.clone(), running_var.clone()
+        expected = nn.functional.batch_norm(x, exp_mean, exp_var, gamma, beta, training=True, momentum=momentum,
+                                            eps=eps)  # updates exp_mean / exp_var in place
+        got = fn(x, gamma, beta, running_mean, running_var, momentum, eps)
+        assert isinstance(got, tuple) and len(got) == 3, "expected a tuple (y, new_running_mean, new_running_var)"
+        y, new_mean, new_var = got
+        assert y.shape == (n, c), f"expected y of shape {(n, c)}, got {tuple(y.shape)}"
+        diff = (y - expected).abs().max().item()
+        assert diff < 1e-4, (
+            f"expected y normalised with the batch mean and the biased batch variance (divide by N), then "
+            f"gamma * x_hat + beta; max abs diff {diff:.3g} for N={n}"
+        )
+        assert (new_mean - exp_mean).abs().max().item() < 1e-5, (
+            f"expected new_running_mean {exp_mean.tolist()}, got {new_mean.tolist()}"
+        )
+        assert (new_var - exp_var).abs().max().item() < 1e-5, (
+            f"expected new_running_var {[round(v, 5) for v in exp_var.tolist()]} (updated with the unbiased batch "
+            f"variance, divide by N - 1), got {[round(v, 5) for v in new_var.tolist()]}"
+        )
+        for before, now, name in zip(inputs, (x, gamma, beta, running_mean, running_var),
+                                     ("x", "gamma", "beta", "running_mean", "running_var"), strict=True):
+            assert torch.equal(before, now), f"expected {name} to be left unchanged (return new tensors instead)"
+
+
+def check_fuse_linear_bn(fn):
+    linear, bn = nn.Linear(6, 4), nn.BatchNorm1d(4, eps=0.1)  # a large eps, so leaving it out shows
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(4) + 0.5)
+        bn.bias.copy_(torch.randn(4))
+        bn.running_mean.copy_(torch.randn(4))
+        bn.running_var.copy_(torch.rand(4) * 2 + 0.1)
+    x = torch.randn(10, 6)
+    with torch.no_grad():
+        expected = bn.eval()(linear(x))
+        fused = fn(linear, bn)
+        assert isinstance(fused, nn.Linear), f"expected an nn.Linear, got {type(fused).__name__}"
+        assert (fused.in_features, fused.out_features) == (6, 4), "expected in_features 6 and out_features 4"
+        diff = (fused(x) - expected).abs().max().item()
+    assert diff < 1e-5, (
+        f"expected fused(x) == bn.eval()(linear(x)), max abs diff {diff:.3g} (scale = weight / sqrt(running_var + "
+        f"eps); bias = (linear.bias - running_mean) * scale + bn.bias)"
+    )
+
+
+def check_mixup(fn):
+    x = torch.randn(6, 3, 4, 4)
+    y = torch.tensor([0, 4, 2, 2, 1, 3])
+    perm = torch.tensor([3, 0, 5, 1, 2, 4])
+    lam = 0.3
+    got = fn(x, y, 5, lam, perm)
+    assert isinstance(got, tuple) and len(got) == 2, "expected a tuple (x_mixed, y_soft)"
+    x_mixed, y_soft = got
+    expected_x = torch.stack([lam * x[i] + (1 - lam) * x[perm[i]] for i in range(6)])
+    assert x_mixed.shape == x.shape and (x_mixed - expected_x).abs().max().item() < 1e-6, (
+        "expected x_mixed[i] = lam * x[i] + (1 - lam) * x[perm[i]]"
+    )
+    assert isinstance(y_soft, torch.Tensor) and y_soft.shape == (6, 5), (
+        f"expected soft labels of shape (6, 5), got {getattr(y_soft, 'shape', type(y_soft))}"
+    )
+    assert y_soft.is_floating_point(), f"expected float soft labels, got {y_soft.dtype}"
+    expected_y = torch.zeros(6, 5)
+    for i in range(6):
+        expected_y[i, y[i]] += lam
+        expected_y[i, y[perm[i]]] += 1 - lam
+    assert (y_soft - expected_y).abs().max().item() < 1e-6, (
+        f"expected the labels mixed like the images, e.g. row 0 {[round(v, 4) for v in expected_y[0].tolist()]}, got "
+        f"{[round(v, 4) for v in y_soft[0].tolist()]}"
+    )
+
+
+def check_early_stopping_epoch(fn):
+    cases = [  # (losses, patience, min_delta, expected (stop_epoch, best_epoch), what it tests)
+        ([1.0, 0.8, 0.9, 0.85, 0.82, 0.7], 3, 0.0, (4, 1), "stop when the bad-epoch counter equals patience"),
+        ([1.0, 2.0, 3.0], 1, 0.0, (1, 0), "patience 1 stops at the first bad epoch"),
+        ([5.0, 4.0, 3.0, 2.0, 1.0], 2, 0.0, (4, 4), "never stopping: stop_epoch is the last epoch"),
+        ([1.0, 1.0, 1.0], 2, 0.0, (2, 0), "an equal loss is not an improvement"),
+        ([1.0, 0.99, 0.98, 0.97, 0.5], 3, 0.05, (3, 0), "improvements smaller than min_delta do not count"),
+    ]
+    for losses, patience, min_delta, expected, what in cases:
+        got = fn(list(losses), patience, min_delta)
+        assert tuple(got) == expected, (
+            f"expected early_stopping_epoch({losses}, patience={patience}, min_delta={min_delta}) = {expected}, "
+            f"got {tuple(got)} ({what})"
+        )
+
+
+def _trained_objects(seed: int):
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+    return model, opt, sched
+
+
+def _same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same_state, a, b))
+    return a == b
+
+
+def check_save_checkpoint(fn):
+    model, opt, sched = _trained_objects(0)
+    real_save = torch.save
+    targets = []
+
+    def recording_save(obj, f, *args, **kwargs):
+        targets.append(os.fspath(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "name", f)))
+        return real_save(obj, f, *args, **kwargs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ckpt.pt"
+        path.write_bytes(b"an older checkpoint")
+        with mock.patch.object(torch, "save", recording_save):
+            fn(path, model, opt, sched, 7)
+        assert targets, "expected torch.save to be called"
+        assert str(path) not in targets, (
+            "expected torch.save to write a temporary file that os.replace then moves onto path; writing path "
+            "directly can leave a half-written checkpoint after a crash"
+        )
+        leftovers = sorted(p.name for p in Path(tmp).iterdir() if p.name != "ckpt.pt")
+        assert not leftovers, f"expected no temporary files left behind, found {leftovers}"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    assert isinstance(state, dict), f"expected a dict in the checkpoint, got {type(state).__name__}"
+    missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in state]
+    assert not missing, f"expected the keys model, optimizer, scheduler and epoch; missing {missing}"
+    assert state["epoch"] == 7, f"expected epoch 7, got {state['epoch']!r}"
+    assert _same_state(state["model"], model.state_dict()), "expected checkpoint['model'] == model.state_dict()"
+    assert _same_state(state["optimizer"], opt.state_dict()), (
+        "expected checkpoint['optimizer'] == optimizer.state_dict() (its momentum buffers included)"
+    )
+    assert _same_state(state["scheduler"], sched.state_dict()), "expected checkpoint['scheduler'] == its state_dict()"
+
+
+def check_load_checkpoint(fn):
+    model, opt, sched = _trained_objects(0)
+    fresh_model, fresh_opt, fresh_sched = nn.Linear(4, 2), None, None
+    fresh_opt = torch.optim.SGD(fresh_model.parameters(), lr=0.1, momentum=0.9)
+    fresh_sched = torch.optim.lr_scheduler.StepLR(fresh_opt, step_size=1, gamma=0.5)
+    real_load = torch.load
+    calls = []
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ckpt.pt"
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": 5}, path)
+        with mock.patch.object(torch, "load", recording_load):
+            got = fn(path, fresh_model, fresh_opt, fresh_sched)
+    assert calls, "expected torch.load to be called"
+    assert all(c.get("weights_only") is True for c in calls), (
+        "expected torch.load(..., weights_only=True): weights_only=False unpickles (and can run) arbitrary code"
+    )
+    assert got == 5, f"expected the stored epoch 5, got {got!r}"
+    for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(p, q), "expected the model's weights restored from checkpoint['model']"
+    assert _same_state(fresh_opt.state_dict(), opt.state_dict()), (
+        "expected the optimizer restored (momentum buffers and lr), from checkpoint['optimizer']"
+    )
+    assert fresh_sched.last_epoch == sched.last_epoch, (
+        f"expected the scheduler restored (last_epoch {sched.last_epoch}), got last_epoch {fresh_sched.last_epoch}"
+    )
+
+
+def check_random_search_configs(fn):
+    space = {"lr": ("log", 1e-5, 1e-1), "dropout": ("uniform", 0.1, 0.5), "width": ("choice", [32, 64, 128])}
+    configs = fn(4000, space, 0)
+    assert isinstance(configs, list) and len(configs) == 4000, "expected a list of n = 4000 configurations"
+    assert all(isinstance(c, dict) and set(c) == set(space) for c in configs), (
+        f"expected every configuration to be a dict with the keys {sorted(space)}"
+    )
+    lrs = [c["lr"] for c in configs]
+    drop = [c["dropout"] for c in configs]
+    assert all(1e-5 <= v <= 1e-1 for v in lrs), "expected every lr within [1e-5, 1e-1]"
+    assert all(0.1 <= v <= 0.5 for v in drop), "expected every dropout within [0.1, 0.5]"
+    assert all(c["width"] in (32, 64, 128) for c in configs), "expected every width to be one of [32, 64, 128]"
+    below = sum(v < 1e-3 for v in lrs) / len(lrs)
+    assert 0.45 < below < 0.55, (
+        f"expected about half of the log-uniform lrs below 1e-3 (the middle of 1e-5..1e-1 in log space), got "
+        f"{below:.3f}: sample uniformly in log(lr)"
+    )
+    mean_drop = sum(drop) / len(drop)
+    assert abs(mean_drop - 0.3) < 0.02, f"expected the uniform dropout to average about 0.3, got {mean_drop:.3f}"
+    for w in (32, 64, 128):
+        share = sum(c["width"] == w for c in configs) / len(configs)
+        assert 0.28 < share < 0.39, f"expected each width chosen about 1/3 of the time, got {share:.3f} for {w}"
+    again, other = fn(5, space, 1), fn(5, space, 1)
+    assert again == other, "expected the same seed to give the same configurations (use np.random.default_rng(seed))"
+    assert fn(5, space, 2) != again, "expected a different seed to give different configurations"
+
+
+def check_successive_halving_survivors(fn):
+    cases = [
+        ({"a": 0.9, "b": 0.3, "c": 0.5, "d": 0.4, "e": 1.2, "f": 0.8}, 3, ["b", "d"]),
+        ({"x": 2.0, "y": 1.0, "z": 3.0, "w": 0.5, "v": 1.5}, 2, ["w", "y"]),
+        ({"p": 0.7, "q": 0.2}, 3, ["q"]),
+        ({"only": 1.0}, 3, ["only"]),
+    ]
+    for scores, eta, expected in cases:
+        got = fn(dict(scores), eta)
+        assert list(got) == expected, (
+            f"expected successive_halving_survivors({scores}, eta={eta}) = {expected} (the lowest losses, best "
+            f"first, at least one), got {list(got)}"
+        )
