@@ -1,0 +1,191 @@
+"""Reference solutions of 04-neural-networks/exercises.py, and the common mistakes each check must reject.
+
+<name> is the reference solution; <name>__<what_went_wrong> is a realistic wrong answer.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# Exercise 1
+def build_mlp(in_features, hidden, out_features):
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, out_features))
+
+
+def build_mlp__plain_list(in_features, hidden, out_features):
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, out_features)]
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return MLP()
+
+
+def build_mlp__no_activation(in_features, hidden, out_features):
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.Linear(hidden, out_features))
+
+
+# Exercise 2
+def count_parameters(model, trainable_only=True):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_parameters__counts_tensors(model, trainable_only=True):
+    return len([p for p in model.parameters() if p.requires_grad or not trainable_only])
+
+
+def count_parameters__ignores_frozen(model, trainable_only=True):
+    return sum(p.numel() for p in model.parameters())
+
+
+# Exercise 3
+def linear_forward(x, weight, bias):
+    return x @ weight.T + bias
+
+
+def linear_forward__no_transpose(x, weight, bias):
+    return x @ weight + bias
+
+
+# Exercise 4
+def cross_entropy_from_logits(logits, targets):
+    log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -log_probs[torch.arange(len(targets)), targets].mean()
+
+
+def cross_entropy_from_logits__softmax_before_cross_entropy(logits, targets):
+    return F.cross_entropy(torch.softmax(logits, dim=1), targets)
+
+
+def cross_entropy_from_logits__naive_exp(logits, targets):
+    probs = logits.exp() / logits.exp().sum(dim=1, keepdim=True)  # exp(1000) = inf -> nan
+    return -probs[torch.arange(len(targets)), targets].log().mean()
+
+
+# Exercise 5
+def bce_with_logits(logits, targets):
+    return (logits.clamp(min=0) - logits * targets + torch.log1p(torch.exp(-logits.abs()))).mean()
+
+
+def bce_with_logits__sigmoid_then_log(logits, targets):
+    p = torch.sigmoid(logits)
+    return -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()
+
+
+def bce_with_logits__bce_on_sigmoid(logits, targets):
+    return F.binary_cross_entropy(torch.sigmoid(logits), targets)  # clamps log at -100: loss stuck at 100
+
+
+# Exercise 6
+def train_step(model, optimizer, loss_fn, x, y):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train_step__forgot_zero_grad(model, optimizer, loss_fn, x, y):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train_step__zero_grad_after_backward(model, optimizer, loss_fn, x, y):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.zero_grad()
+    optimizer.step()
+    return loss.item()
+
+
+# Exercise 7
+def evaluate_accuracy(model, loader):
+    model.eval()
+    correct, total = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(dim=1) == y).sum().item()
+            total += len(y)
+    return correct / total
+
+
+def evaluate_accuracy__forgot_eval(model, loader):
+    correct, total = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(dim=1) == y).sum().item()
+            total += len(y)
+    return correct / total
+
+
+def evaluate_accuracy__forgot_no_grad(model, loader):
+    model.eval()
+    correct, total = 0, 0
+    for x, y in loader:
+        correct += (model(x).argmax(dim=1) == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
+def evaluate_accuracy__mean_of_batch_accuracies(model, loader):
+    model.eval()
+    accuracies = []
+    with torch.no_grad():
+        for x, y in loader:
+            accuracies.append((model(x).argmax(dim=1) == y).float().mean().item())
+    return sum(accuracies) / len(accuracies)
+
+
+# Exercise 8
+def sgd_momentum_step(params, velocities, lr, momentum):
+    with torch.no_grad():
+        for p, v in zip(params, velocities):
+            v.mul_(momentum).add_(p.grad)
+            p.sub_(lr * v)
+
+
+def sgd_momentum_step__rebinds_velocity(params, velocities, lr, momentum):
+    with torch.no_grad():
+        for p, v in zip(params, velocities):
+            v = momentum * v + p.grad  # a new tensor: the stored velocity stays 0
+            p.sub_(lr * v)
+
+
+def sgd_momentum_step__dampened(params, velocities, lr, momentum):
+    with torch.no_grad():
+        for p, v in zip(params, velocities):
+            v.mul_(momentum).add_((1 - momentum) * p.grad)  # an EMA of gradients: not torch's momentum
+            p.sub_(lr * v)
+
+
+# Exercise 9
+def split_indices(n, val_fraction, seed):
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(n * val_fraction)
+    return perm[n_val:], perm[:n_val]
+
+
+def split_indices__no_shuffle(n, val_fraction, seed):
+    n_val = int(n * val_fraction)
+    idx = torch.arange(n)
+    return idx[: n - n_val], idx[n - n_val:]
+
+
+def split_indices__ignores_seed(n, val_fraction, seed):
+    perm = torch.randperm(n)  # the global RNG: a different split on every call
+    n_val = int(n * val_fraction)
+    return perm[n_val:], perm[:n_val]
+
+
+def split_indices__overlapping_boundary(n, val_fraction, seed):
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(n * val_fraction)
+    return perm[: n - n_val + 1], perm[n - n_val:]  # off by one: one index in both parts
