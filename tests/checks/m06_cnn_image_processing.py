@@ -1,0 +1,179 @@
+"""Checks for 06-cnn-image-processing/exercises.py, one check_<name>(fn) per exercise, in exercise order.
+
+Expectations are computed independently: by hand, or with torch's own conv / pooling ops.
+"""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def check_conv_output_size(fn):
+    cases = [  # (n, kernel, stride, padding, dilation)
+        (32, 3, 1, 1, 1), (32, 5, 2, 0, 1), (28, 5, 1, 2, 1), (17, 3, 2, 1, 1), (32, 3, 1, 2, 2),
+        (10, 3, 3, 0, 1), (224, 7, 2, 3, 1), (9, 2, 2, 0, 1), (15, 3, 1, 0, 3),
+    ]
+    for n, k, s, p, d in cases:
+        conv = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d, device="meta")
+        expected = conv(torch.empty(1, 1, n, n, device="meta")).shape[-1]
+        got = fn(n, k, stride=s, padding=p, dilation=d)
+        assert int(got) == expected, (
+            f"conv_output_size({n}, {k}, stride={s}, padding={p}, dilation={d}): expected {expected} "
+            f"(what nn.Conv2d produces), got {got}"
+        )
+
+
+def check_conv2d_unfold(fn):
+    real_conv2d = F.conv2d
+    for b, c, o, k, s, p, h, w in [(2, 3, 4, 3, 1, 1, 8, 8), (1, 2, 5, 3, 2, 0, 9, 7), (2, 4, 6, 5, 2, 2, 11, 10)]:
+        x, weight, bias = torch.randn(b, c, h, w), torch.randn(o, c, k, k), torch.randn(o)
+        expected = real_conv2d(x, weight, bias, stride=s, padding=p)
+
+        def forbidden(*args, **kwargs):
+            raise AssertionError("expected a computation with F.unfold and a matmul, got a call to F.conv2d")
+
+        F.conv2d = forbidden
+        try:
+            got = fn(x, weight, bias, stride=s, padding=p)
+        finally:
+            F.conv2d = real_conv2d
+        assert isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(expected.shape), (
+            f"stride={s}, padding={p}: expected shape {tuple(expected.shape)}, "
+            f"got {tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)}"
+        )
+        diff = (got - expected).abs().max().item()
+        assert diff < 1e-4, f"stride={s}, padding={p}: expected F.conv2d's values, max abs difference {diff:.3g}"
+
+
+def check_max_pool2d_by_hand(fn):
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    got = fn(x, 2, 2)
+    expected = torch.tensor([[[[5.0, 7.0], [13.0, 15.0]]]])
+    assert isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.equal(got, expected), (
+        f"on arange(16).view(1, 1, 4, 4) with kernel 2, stride 2: expected {expected.tolist()}, got "
+        f"{got.tolist() if isinstance(got, torch.Tensor) else got}"
+    )
+    for k, s, shape in [(2, 2, (2, 3, 8, 8)), (3, 2, (2, 3, 9, 11)), (3, 1, (1, 2, 6, 7)), (2, 3, (1, 1, 10, 10))]:
+        x = torch.randn(shape)
+        expected = F.max_pool2d(x, k, s)
+        got = fn(x, k, s)
+        assert tuple(got.shape) == tuple(expected.shape), (
+            f"kernel {k}, stride {s} on {shape}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+        )
+        assert torch.equal(got, expected), f"kernel {k}, stride {s}: expected F.max_pool2d's values"
+
+
+def check_make_small_cnn(fn):
+    for num_classes in (10, 3):
+        model = fn(num_classes)
+        assert isinstance(model, nn.Module), f"expected an nn.Module, got {type(model)}"
+        out = model(torch.randn(4, 3, 32, 32))
+        assert tuple(out.shape) == (4, num_classes), f"expected output (4, {num_classes}), got {tuple(out.shape)}"
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        assert len(convs) == 2 and len(linears) == 1, (
+            f"expected 2 Conv2d and 1 Linear layers, got {len(convs)} and {len(linears)}"
+        )
+        assert [c.padding for c in convs] == [(1, 1), (1, 1)], (
+            f"expected both convolutions with padding=1, got {[c.padding for c in convs]}"
+        )
+        flat = 32 * 8 * 8  # 32 -> 16 -> 8 after two size-preserving convs and two 2x2 pools
+        assert linears[0].in_features == flat, f"expected Linear({flat}, {num_classes}), got {linears[0]}"
+        expected_params = (3 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (flat * num_classes + num_classes)
+        params = sum(p.numel() for p in model.parameters())
+        assert params == expected_params, f"expected {expected_params:,} parameters, got {params:,}"
+
+
+def check_make_image_dataset(fn):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 6, 4, 3), dtype=np.uint8)  # (N, H, W, C); H != W catches swaps
+    labels = np.array([3, 1, 4, 1, 5])
+    ds = fn(images, labels)
+    assert len(ds) == 5, f"expected len(dataset) == 5, got {len(ds)}"
+    for i in (0, 3):
+        x, y = ds[i]
+        assert isinstance(x, torch.Tensor), f"expected item {i}'s image to be a tensor, got {type(x)}"
+        assert tuple(x.shape) == (3, 6, 4), f"expected a CHW image of shape (3, 6, 4), got {tuple(x.shape)}"
+        assert x.dtype == torch.float32, f"expected float32, got {x.dtype}"
+        expected = np.transpose(images[i], (2, 0, 1)).astype(np.float32) / 255.0
+        diff = float(np.abs(x.numpy() - expected).max())
+        assert diff < 1e-6, (
+            f"item {i}: expected channel c, row r, column q to be images[{i}, r, q, c] / 255; max abs difference "
+            f"{diff:.3g} (a reshape instead of a permute mixes up the pixels)"
+        )
+        assert int(y) == int(labels[i]), f"item {i}: expected label {labels[i]}, got {y}"
+
+
+def check_pad_collate(fn):
+    a = torch.arange(1, 7, dtype=torch.float32).view(1, 2, 3)  # (C, H, W) = (1, 2, 3)
+    b = torch.arange(1, 9, dtype=torch.float32).view(1, 4, 2) * 10  # (1, 4, 2)
+    c = torch.ones(1, 1, 1) * 7
+    images, sizes, labels = fn([(a, 0), (b, 2), (c, 1)])
+    assert tuple(images.shape) == (3, 1, 4, 3), f"expected images (3, 1, 4, 3), got {tuple(images.shape)}"
+    assert sizes.tolist() == [[2, 3], [4, 2], [1, 1]], f"expected sizes [[2, 3], [4, 2], [1, 1]], got {sizes.tolist()}"
+    assert labels.tolist() == [0, 2, 1], f"expected labels [0, 2, 1], got {labels.tolist()}"
+    assert labels.dtype == torch.long and sizes.dtype == torch.long, "expected long tensors for sizes and labels"
+    expected = torch.zeros(3, 1, 4, 3)
+    expected[0, :, :2, :3] = a
+    expected[1, :, :4, :2] = b
+    expected[2, :, :1, :1] = c
+    assert torch.equal(images, expected), (
+        f"expected each image in the top-left corner and zeros right and below; for the first image expected "
+        f"{expected[0, 0].tolist()}, got {images[0, 0].tolist()}"
+    )
+
+
+def check_normalise_with_channel_stats(fn):
+    x = torch.rand(20, 3, 5, 6)
+    x = x * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + torch.linspace(0, 3, 20).view(20, 1, 1, 1)
+    out, mean, std = fn(x.clone())
+    flat = x.permute(1, 0, 2, 3).reshape(3, -1)  # (C, N*H*W)
+    exp_mean, exp_std = flat.mean(dim=1), flat.std(dim=1)
+    assert tuple(mean.shape) == (3,) and tuple(std.shape) == (3,), (
+        f"expected mean and std of shape (3,), got {tuple(mean.shape)} and {tuple(std.shape)}"
+    )
+    assert torch.allclose(mean, exp_mean, atol=1e-5), (
+        f"expected per-channel means over the whole dataset {exp_mean.tolist()}, got {mean.tolist()}"
+    )
+    assert torch.allclose(std, exp_std, atol=1e-5), f"expected per-channel stds {exp_std.tolist()}, got {std.tolist()}"
+    expected = (x - exp_mean.view(1, 3, 1, 1)) / exp_std.view(1, 3, 1, 1)
+    diff = (out - expected).abs().max().item()
+    assert diff < 1e-4, (
+        f"expected (images - dataset mean) / dataset std per channel; max abs difference {diff:.3g} "
+        "(per-image statistics erase the brightness differences between images)"
+    )
+
+
+class _TinyBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.bn(self.conv(x))), 1).flatten(1))
+
+
+def check_prepare_for_transfer(fn):
+    model = _TinyBackbone()
+    old_fc = model.fc
+    backbone = {name: p for name, p in model.named_parameters() if not name.startswith("fc.")}
+    params = fn(model, 4)
+    assert model.fc is not old_fc and isinstance(model.fc, nn.Linear), "expected model.fc replaced by a new nn.Linear"
+    assert (model.fc.in_features, model.fc.out_features) == (8, 4), (
+        f"expected the new head Linear(8, 4), got Linear({model.fc.in_features}, {model.fc.out_features})"
+    )
+    still = [name for name, p in backbone.items() if p.requires_grad]
+    assert not still, f"expected every backbone parameter frozen (requires_grad False), still trainable: {still}"
+    assert all(p.requires_grad for p in model.fc.parameters()), "expected the new head's parameters to be trainable"
+    params = list(params)
+    head_ids = {id(p) for p in model.fc.parameters()}
+    assert {id(p) for p in params} == head_ids and len(params) == len(head_ids), (
+        f"expected exactly the head's {len(head_ids)} parameters for the optimizer, got {len(params)} tensors "
+        f"({sum(id(p) not in head_ids for p in params)} of them not in model.fc)"
+    )
+    out = model(torch.randn(2, 3, 6, 6))
+    out.sum().backward()
+    assert all(p.grad is None for p in backbone.values()), "expected no gradient to reach the frozen backbone"
