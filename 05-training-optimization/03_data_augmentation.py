@@ -210,7 +210,7 @@ def main(argv=None) -> dict:
           f"TimeMasking {time_masked} frames")
     fig = Figure(figsize=(10, 3.5))
     for ax, s, title in zip(fig.subplots(1, 2), (spec, masked), ("spectrogram (dB)", "after SpecAugment"), strict=True):
-        ax.imshow(10 * torch.log10(s + 1e-10), origin="lower", aspect="auto", cmap="magma", vmin=-60)
+        ax.imshow((10 * torch.log10(s + 1e-10)).numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-60)
         ax.set(title=title, xlabel="frame", ylabel="frequency bin")
     fig.tight_layout()
     spec_png = args.out_dir / "specaugment.png"
