@@ -3,7 +3,7 @@
   pytest                      # everything, on the best device (cuda, then mps, then cpu)
   pytest --device cpu         # lesson smoke runs on a chosen device
   pytest --strict-exercises   # unfinished exercises fail instead of being skipped (classrooms, CI of solutions)
-  pytest --determinism        # also rerun every lesson with the same seed and compare the metrics
+  pytest -m "not determinism" # skip the reruns that prove same seed -> same metrics (halves the time)
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ def pytest_addoption(parser):
         action="store_true",
         help="make unfinished exercises fail instead of skip",
     )
-    group.addoption(
-        "--determinism",
-        action="store_true",
-        help="also run every lesson twice with --seed 1 and require identical metrics (timings aside)",
-    )
 
 
 def resolve_device(name: str) -> str:
@@ -61,15 +56,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--determinism"):
-        return
-    kept = [item for item in items if item.get_closest_marker("determinism") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("determinism")])
-        items[:] = kept
 
 
 def pytest_report_header(config):

@@ -1,5 +1,5 @@
 """Same seed, same numbers: every lesson run twice with `--smoke --device cpu --seed 1` writes identical metrics,
-timings aside (keys ending in harness.TIMING_SUFFIXES). Runs only with `pytest --determinism` (it doubles the time).
+timings aside (keys ending in harness.TIMING_SUFFIXES). Part of the default suite; `-m "not determinism"` skips it.
 """
 
 import pytest
