@@ -16,6 +16,7 @@ or "todo" (the stub's NotImplementedError came through).
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import sys
 import traceback
@@ -133,11 +134,23 @@ def evaluate(check, fn) -> Outcome:
             return Outcome("todo", str(err))
         except AssertionError as err:
             return Outcome("failing", str(err) or "a check failed (no message)")
-        except Exception as err:  # a crash inside the learner's code is a failing exercise, not a broken suite
-            where = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith("exercises.py")]
-            line = f" (exercises.py line {where[-1].lineno})" if where else ""
-            return Outcome("failing", f"your function raised {type(err).__name__}: {err}{line}")
+        except Exception as err:  # a crash is a failing exercise, not a broken suite
+            return Outcome("failing", describe_crash(err, check))
     return Outcome("done")
+
+
+def describe_crash(err: Exception, check) -> str:
+    """Say whether the learner's function raised, or the check choked on what it returned (a wrong type, say)."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "site-packages" not in f.filename]
+    last = frames[-1] if frames else None
+    what = f"{type(err).__name__}: {err}"
+    # the check itself, or one of its file's _helpers, was running when the error came: the result was unusable
+    in_check = last is not None and last.filename == inspect.getsourcefile(check)
+    if in_check and (last.name == check.__name__ or last.name.startswith("_")):
+        return f"the check could not use what your function returned: {what}"
+    where = [f for f in frames if f.filename.endswith("exercises.py")]
+    line = f" (exercises.py line {where[-1].lineno})" if where else ""
+    return f"your function raised {what}{line}"
 
 
 def evaluate_learner(exercise: Exercise, learner=None) -> Outcome:

@@ -1,0 +1,132 @@
+"""The harness checks itself: the network block, the state guard, the metrics check and exercise classification.
+
+If any of these silently stopped working, every other test in the suite would prove less than it claims.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from exercise_harness import Outcome, evaluate
+from harness import check_metrics, comparable, is_timing_key, subprocess_env, torch_state_guard
+
+
+def test_network_is_blocked_in_process():
+    with pytest.raises(OSError, match="network blocked"):
+        socket.getaddrinfo("download.pytorch.org", 443)
+    with pytest.raises(OSError, match="network blocked"):
+        socket.create_connection(("93.184.216.34", 80), timeout=1)
+
+
+def test_loopback_stays_open():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        peer, _ = server.accept()
+        client.sendall(b"ping")
+        assert peer.recv(4) == b"ping"
+        client.close()
+        peer.close()
+    finally:
+        server.close()
+
+
+def test_network_is_blocked_in_lesson_subprocesses():
+    probe = textwrap.dedent(
+        """
+        import urllib.request
+        try:
+            urllib.request.urlopen("https://download.pytorch.org", timeout=5)
+        except OSError as err:
+            print("blocked" if "network blocked" in str(err) else f"other: {err}")
+        else:
+            print("reached the network")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True)
+    assert done.stdout.strip() == "blocked", done.stdout + done.stderr
+
+
+def test_state_guard_restores_global_torch_state():
+    before = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(), torch.rand(1))
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    with torch_state_guard():
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        torch.use_deterministic_algorithms(True)
+        torch.set_printoptions(precision=1)
+        torch.manual_seed(999)
+    assert torch.get_default_dtype() == before[0] and torch.is_grad_enabled() == before[1]
+    assert torch.get_num_threads() == before[2]
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.rand(1), expected_next), "the RNG state inside the guard must not leak out"
+    assert "0.1235" in str(torch.tensor([0.12345]))  # print options back to the default precision (4)
+
+
+def _record(tmp_path, metrics, **extra):
+    path = tmp_path / "metrics.json"
+    fields = {"metrics": metrics, "torch_version": torch.__version__, "device": "cpu", "seed": 0, "wall_time_s": 1.0}
+    path.write_text(json.dumps({**fields, **extra}))
+    return path
+
+
+def test_metrics_check_accepts_plain_numbers(tmp_path):
+    metrics = {"loss": 0.5, "steps": 10, "agree": True}
+    assert check_metrics(metrics, _record(tmp_path, metrics), "cpu", 0)["metrics"] == metrics
+
+
+@pytest.mark.parametrize(
+    "bad", [{}, {"loss": "0.5"}, {"loss": float("nan")}, {"loss": [1.0]}, {"loss": torch.tensor(0.5)}], ids=str
+)
+def test_metrics_check_rejects_what_is_not_a_plain_finite_number(tmp_path, bad):
+    with pytest.raises(AssertionError):
+        check_metrics(bad, _record(tmp_path, {"loss": 0.5}), "cpu", 0)
+
+
+def test_metrics_check_rejects_a_file_that_differs_from_the_return_value(tmp_path):
+    with pytest.raises(AssertionError, match="exactly the dict"):
+        check_metrics({"loss": 0.5}, _record(tmp_path, {"loss": 0.25}), "cpu", 0)
+    with pytest.raises(AssertionError, match="device"):
+        check_metrics({"loss": 0.5}, _record(tmp_path, {"loss": 0.5}, device="cuda:0"), "cpu", 0)
+
+
+def test_timings_are_the_only_metrics_a_rerun_may_change():
+    assert is_timing_key("epoch_s") and is_timing_key("h2d_pinned_gbps") and is_timing_key("images_per_s")
+    assert not is_timing_key("loss") and not is_timing_key("accuracy") and not is_timing_key("steps")
+    assert comparable({"loss": 1.0, "step_ms": 3.0}) == {"loss": 1.0}
+
+
+def _check_double(fn):
+    out = fn(torch.tensor([1.0, 2.0]))
+    assert torch.equal(out, torch.tensor([2.0, 4.0])), f"expected [2., 4.], got {out}"
+
+
+def _stub(x):
+    raise NotImplementedError("Exercise 1: double")
+
+
+@pytest.mark.parametrize(
+    ("fn", "status", "message"),
+    [
+        (lambda x: x * 2, "done", ""),
+        (_stub, "todo", "Exercise 1"),
+        (lambda x: x + 2, "failing", "expected [2., 4.]"),
+        (lambda x: x.view(3), "failing", "your function raised RuntimeError"),
+        (lambda x: x.numpy() * 2, "failing", "the check could not use what your function returned: TypeError"),
+    ],
+    ids=["solution", "stub", "wrong", "crash", "wrong-type"],
+)
+def test_exercise_outcomes(fn, status, message):
+    outcome = evaluate(_check_double, fn)
+    assert outcome.status == status and message in outcome.message, outcome
+    assert isinstance(outcome, Outcome)
