@@ -11,7 +11,7 @@ Run it:
     python 01-pytorch-basics/01_installation_setup.py --device cpu --requirements path/to/requirements.txt
 
 Takes a second or two on a laptop CPU, works offline, and exits with status 1 if a required package is missing.
-What to look for: every package "ok", the device you expect under "Chosen device", and a max abs error near 1e-6.
+What to look for: every package "ok", the device you expect under "Chosen device", and a relative error near 1e-6.
 """
 
 import argparse
@@ -151,7 +151,8 @@ def report_toolchain() -> dict:
 
 
 def sanity_matmul(device: torch.device, n: int) -> float:
-    """Max abs error of an (n, n) float32 matmul on `device` against a float64 CPU reference."""
+    """Largest error of an (n, n) float32 matmul on `device` against a float64 CPU reference, relative to the
+    reference's largest entry."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     reference = (a.double() @ b.double()).float()
     got = (a.to(device) @ b.to(device)).cpu()  # .cpu() waits for the device to finish

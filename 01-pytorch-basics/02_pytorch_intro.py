@@ -236,7 +236,8 @@ def main(argv=None) -> dict:
         runs.append(train(make_model().to(device), x_train, y_train, demo_steps, args.lr)[-1])
     print(f"final loss after {demo_steps} steps: seed {args.seed}: {runs[0]!r}, seed {args.seed} again: {runs[1]!r}, "
           f"seed {args.seed + 1}: {runs[2]!r}")
-    print("same seed, bit-identical on one machine (on a GPU, also set torch.use_deterministic_algorithms(True)).")
+    print(f"same seed bit-identical: {runs[0] == runs[1]}; other seed differs: {runs[0] != runs[2]} (on a GPU, "
+          "bit-identical runs are guaranteed only with torch.use_deterministic_algorithms(True))")
 
     section("10. The ecosystem you just used")
     print(f"torch {torch.__version__}: torch.nn (layers, losses), torch.optim (Adam), torch.autograd (backward)")

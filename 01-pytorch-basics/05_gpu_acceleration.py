@@ -14,9 +14,10 @@ Run it:
     python 01-pytorch-basics/05_gpu_acceleration.py --device cpu --sizes 256 512 1024 2048
 
 Takes about ten seconds on a laptop CPU, a few seconds on a GPU. What to look for: CPU GFLOP/s rising with size
-and levelling off; on a GPU, tens of TFLOP/s in float32 and several times more in bfloat16/float16, pinned copies
-faster than pageable ones, and a first CUDA call that takes far longer than the next. Without a GPU the lesson says
-so, runs the CPU half, and explains what the GPU half would show.
+and levelling off; on a GPU, several (a T4) to tens (an H100) of TFLOP/s in float32 and several times more in
+float16 (and in bfloat16 on Ampere or newer; older GPUs emulate it, slowly), pinned copies faster than pageable
+ones, and a first CUDA call that takes far longer than the next. Without a GPU the lesson says so, runs the CPU
+half, and explains what the GPU half would show.
 """
 
 import argparse
@@ -223,7 +224,8 @@ def main(argv=None) -> dict:
         seen = "a CUDA GPU exists but --device cpu was chosen" if torch.cuda.is_available() else "no GPU is present"
         print(f"{seen}, so only the CPU was measured. On a GPU (rerun with --device cuda) this lesson would show:")
         print("  - matmul GFLOP/s climbing steeply with n: small matrices cannot fill thousands of cores, large "
-              "ones reach tens of TFLOP/s in fp32 and several times that in bf16/fp16 (tensor cores);")
+              "ones reach several to tens of TFLOP/s in fp32 and several times that in fp16 (and in bf16 on "
+              "Ampere or newer): tensor cores;")
         print("  - host-to-device copies at a few GB/s from pageable memory and faster from pinned memory "
               "(DataLoader(pin_memory=True) uses this);")
         print("  - a first CUDA call of hundreds of ms (context creation) against microseconds afterwards.")

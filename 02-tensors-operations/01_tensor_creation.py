@@ -90,7 +90,7 @@ def from_data() -> dict:
         "[1, 2, 3]": torch.tensor([1, 2, 3]).dtype,
         "[1.0, 2.0]": torch.tensor([1.0, 2.0]).dtype,
         "[True, False]": torch.tensor([True, False]).dtype,
-        "np.float64 array": torch.from_numpy(np.zeros(2)).dtype,
+        "np.float64 array": torch.tensor(np.zeros(2)).dtype,
     }
     for source, dtype in inferred.items():
         print(f"  torch.tensor({source}) -> {dtype}")

@@ -166,7 +166,8 @@ def promotion(device: torch.device) -> dict:
     i32 = torch.tensor([1, 2], dtype=torch.int32, device=device)
     f16 = torch.tensor([1.0, 2.0], dtype=torch.float16, device=device)
     f32 = torch.tensor([1.0, 2.0], device=device)
-    f64_0d = torch.tensor(1.0, dtype=torch.float64, device=device)  # a 0-dim tensor
+    # a 0-dim tensor; MPS has no float64, so there it stays on the CPU (0-dim CPU tensors mix with any device)
+    f64_0d = torch.tensor(1.0, dtype=torch.float64, device="cpu" if device.type == "mps" else device)
     flags = torch.tensor([True, False], device=device)
     cases = [
         ("int64 + float32", i64 + f32, torch.float32),
