@@ -188,7 +188,8 @@ def main(argv=None) -> dict:
         diff = m[f"{name}_max_abs_diff"]
         print(f"  {name:<13} largest |param(torch.optim) - param(hand)| over all steps: {diff:.1e}")
     print("0 means bit-for-bit identical: the hand code does the same float32 operations in the same order as torch.")
-    print("(Written as p -= lr * m_hat / (sqrt(v_hat) + eps) it drifts by ~1e-7: same maths, different rounding.)")
+    print("(Written as p -= lr * m_hat / (sqrt(v_hat) + eps) it drifts apart in the last bits: same maths,")
+    print(" different rounding.)")
 
     section(f"Rosenbrock race: {steps} steps from (-1.5, 2), minimum at (1, 1)")
     racers = {

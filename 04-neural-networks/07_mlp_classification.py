@@ -288,8 +288,9 @@ def main(argv=None) -> dict:
     print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- An MLP ignores that pixels have neighbours: shuffle the 784 pixel positions (the same way for every")
-    print("  image) and it learns just as well. Convolutions (module 06) use that structure and do better.")
+    print("- An MLP has no idea that pixels have neighbours: one fixed shuffle of the 784 inputs only permutes the")
+    print("  columns of the first weight matrix, so the shuffled task is the same task to it. Convolutions")
+    print("  (module 06) build the neighbourhood structure in.")
     print("- Normalising the inputs (mean 0, std 1) lets the default initialisation and Adam work as designed.")
     print("- Train accuracy above test accuracy is the generalisation gap; lesson 08 measures and shrinks it.")
     return metrics

@@ -75,10 +75,13 @@ def test_04_custom_autograd(run_lesson):
     assert m["ste_fit_weight"] == pytest.approx(2.75)
 
 
-def test_05_gradient_descent(run_lesson):
+def test_05_gradient_descent(run_lesson, device):
     m = run_lesson(DESCENT)
-    assert m["linear_manual_vs_sgd_max_abs_diff"] <= 1e-6
-    assert m["logistic_manual_vs_sgd_max_abs_diff"] <= 1e-6
+    # bitwise on CPU; a GPU SGD kernel may fuse p + (-lr) * g into one FMA (one rounding, not two), so the by-hand
+    # p -= lr * p.grad can differ by an ulp per step: parameters of size ~3 have ulps of ~2.4e-7
+    tol = 1e-6 if device == "cpu" else 1e-5
+    assert m["linear_manual_vs_sgd_max_abs_diff"] <= tol
+    assert m["logistic_manual_vs_sgd_max_abs_diff"] <= tol
     assert m["linear_final_loss"] < 0.05 * m["linear_initial_loss"]
     assert m["linear_gap_to_least_squares"] < 1e-2
     assert m["linear_grad_formula_error"] < 1e-5
