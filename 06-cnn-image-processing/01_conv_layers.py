@@ -147,17 +147,27 @@ def main(argv=None) -> dict:
         (4, 8, 3, 1, 2, 2, 1), (6, 9, 3, 2, 1, 1, 3), (8, 8, 3, 1, 1, 1, 8),  # last: depthwise
     ]
     worst = 0.0
-    for cin, cout, k, s, p, d, g in cases:
-        conv = nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, groups=g).to(device)
-        x = torch.randn(2, cin, 17, 19, device=device)  # (B, C, H, W); odd sizes catch off-by-ones
-        with torch.no_grad():
-            ref = conv(x)
-            mine = conv2d_unfold(x, conv.weight, conv.bias, s, p, d, g)
-        diff = (ref - mine).abs().max().item()
-        worst = max(worst, diff)
-        print(f"  in={cin} out={cout} k={k} stride={s} pad={p} dil={d} groups={g}: output {tuple(ref.shape)}, "
-              f"max |nn.Conv2d - unfold@W| = {diff:.2e}")
+    # On CUDA, cuDNN runs float32 convolutions in TF32 by default (10-bit mantissa inputs): ~1e-3 relative error,
+    # which would hide a real bug. Full float32 for this comparison only; the previous setting comes back after it.
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for cin, cout, k, s, p, d, g in cases:
+            conv = nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, groups=g).to(device)
+            x = torch.randn(2, cin, 17, 19, device=device)  # (B, C, H, W); odd sizes catch off-by-ones
+            with torch.no_grad():
+                ref = conv(x)
+                mine = conv2d_unfold(x, conv.weight, conv.bias, s, p, d, g)
+            diff = (ref - mine).abs().max().item()
+            worst = max(worst, diff)
+            print(f"  in={cin} out={cout} k={k} stride={s} pad={p} dil={d} groups={g}: output {tuple(ref.shape)}, "
+                  f"max |nn.Conv2d - unfold@W| = {diff:.2e}")
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
     print(f"worst max abs difference over {len(cases)} configurations: {worst:.2e}")
+    if device.type == "cuda":
+        print("(compared with torch.backends.cudnn.allow_tf32 = False: cuDNN's default TF32 convolutions differ "
+              "from float32 by ~1e-3 relative; they are on again for the rest of the lesson)")
     metrics.update(unfold_conv_max_abs_diff=worst, unfold_conv_cases=len(cases))
 
     section("2. The output-size formula and the parameter count")

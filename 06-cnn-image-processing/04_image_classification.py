@@ -256,7 +256,9 @@ def main(argv=None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = args.lr / 5  # a constant rate that does not blow up without warm-up
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    use_amp = not args.no_amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # native bf16 only (Ampere and later): the default including_emulation=True says yes on a T4 too, where bf16
+    # convolutions are emulated, slow or unsupported by cuDNN
+    use_amp = not args.no_amp and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     print(f"augmentation: {'off' if augment is None else 'RandomCrop(32, padding=4) + RandomHorizontalFlip (v2)'}; "
           f"schedule: {'constant' if scheduler is None else 'OneCycleLR'}; label smoothing {args.label_smoothing}; "
           f"bf16 autocast: {'on' if use_amp else 'off'}; {workers} loader worker(s)")

@@ -49,13 +49,15 @@ def test_03_data_augmentation(run_lesson):
     assert m["augmentation_gain"] == pytest.approx(m["acc_augmentation"] - m["acc_no_augmentation"])
 
 
-def test_04_early_stopping(run_lesson):
+def test_04_early_stopping(run_lesson, device):
     m = run_lesson("05-training-optimization/04_early_stopping.py")
     assert m["stopped_early"] and m["stop_epoch"] < m["max_epochs"] - 1, "must stop before the epoch limit"
     assert m["stop_epoch"] - m["best_epoch"] == m["patience"], "stops exactly `patience` epochs after the best"
     assert m["restored_vs_best_epoch_max_abs_diff"] == 0, "restored weights are the best epoch's, exactly"
     assert m["restored_vs_last_epoch_max_abs_diff"] > 0
-    assert m["restored_val_loss"] == m["best_val_loss"] < m["last_val_loss"]
+    # the same weights give the same loss: bit for bit on the CPU; a GPU's kernels promise it only to rounding
+    assert m["restored_val_loss"] == pytest.approx(m["best_val_loss"], rel=0 if device == "cpu" else 1e-6, abs=0)
+    assert m["restored_val_loss"] < m["last_val_loss"]
     assert m["train_loss_at_stop"] < m["train_loss_at_best"], "overfitting: train loss kept falling"
     assert m["val_loss_at_limit_without_stopping"] > m["restored_val_loss"], "training to the limit overfits"
     assert m["epochs_saved"] > 0

@@ -31,12 +31,14 @@ def write_tiny_mnist(root, n_train: int, n_test: int) -> None:
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
 
 
-def test_01_conv_layers(run_lesson):
+def test_01_conv_layers(run_lesson, device):
     m = run_lesson(CONV)
     assert m["unfold_conv_max_abs_diff"] < 1e-5  # unfold + matmul == nn.Conv2d, groups and dilation included
     assert m["formula_mismatches"] == 0 and m["formula_configs_checked"] >= 200
     assert m["naive_formula_wrong"] > 0  # forgetting padding/dilation is caught by the grid
-    assert m["sobel_x_step_max"] == 4.0 and m["sobel_y_step_max_abs"] == 0.0
+    # small integers are exact in float32 on the CPU; cuDNN may pick a Winograd/FFT algorithm, exact only to rounding
+    tol = 0.0 if device == "cpu" else 1e-5
+    assert abs(m["sobel_x_step_max"] - 4.0) <= tol and m["sobel_y_step_max_abs"] <= tol
     assert m["blur_mean_change"] < 0.01 and m["tv_after_blur"] < m["tv_before_blur"]
     assert m["laplacian_flat_max_abs"] < 1e-6
     assert m["nn_conv_ms"] > 0 and m["unfold_conv_ms"] > 0 and m["unfold_memory_blowup"] == 9

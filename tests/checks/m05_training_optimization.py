@@ -233,7 +233,8 @@ def check_load_checkpoint(fn):
             got = fn(path, fresh_model, fresh_opt, fresh_sched)
     assert calls, "expected torch.load to be called"
     assert all(c.get("weights_only") is True for c in calls), (
-        "expected torch.load(..., weights_only=True): weights_only=False unpickles (and can run) arbitrary code"
+        "expected torch.load(..., weights_only=True), passed explicitly: weights_only=False unpickles (and can run) "
+        "arbitrary code, and the default depends on the torch version and the TORCH_FORCE_*_WEIGHTS_ONLY_LOAD variables"
     )
     assert got == 5, f"expected the stored epoch 5, got {got!r}"
     for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
