@@ -10,6 +10,7 @@ import ast
 import re
 
 import pytest
+from exercise_harness import module_key
 from harness import REPO, TESTS, built_lessons, built_modules, load_script, manifest_rows, module_scripts, modules
 
 pytestmark = pytest.mark.contract
@@ -176,8 +177,8 @@ def test_exercises_file_shape(module):
     tree = _tree(path)
     doc = ast.get_docstring(tree) or ""
     assert f"python {path}" in doc and "pytest" in doc, f"{path}: docstring must say how to check the exercises"
-    assert (REPO / "tests" / "checks" / f"m{module.replace('-', '_')}.py").is_file(), f"no checks for {module}"
-    assert (REPO / "tests" / "solutions" / f"m{module.replace('-', '_')}.py").is_file(), f"no solutions for {module}"
+    assert (TESTS / "checks" / f"{module_key(module)}.py").is_file(), f"no checks for {module}"
+    assert (TESTS / "solutions" / f"{module_key(module)}.py").is_file(), f"no solutions for {module}"
     assert "exercise_harness" in (REPO / path).read_text(), f"{path}: __main__ must print the progress table"
 
 
