@@ -4,8 +4,8 @@ Checks, and prints, everything the later modules rely on: Python and the OS; eve
 requirements.txt, installed version against the pin (ok / mismatch / missing, with the command that fixes it);
 CUDA, cuDNN and Apple's MPS; each GPU's name, memory and compute capability; what torch.utils.cpp_extension will
 use to build module 09's custom ops (the C++ compiler, the ninja on PATH, CUDA_HOME as torch resolves it and the real
-nvcc behind any wrapper script, TORCH_CUDA_ARCH_LIST, the build cache); CPU threads. Finally it runs a small matmul on the chosen device
-and compares it with a float64 reference, so "the GPU works" is a measured fact, not a promise.
+nvcc behind any wrapper script, TORCH_CUDA_ARCH_LIST, the build cache); CPU threads. Finally it runs a small matmul
+on the chosen device and compares it with a float64 reference, so "the GPU works" is a measured fact, not a promise.
 
 Run it:
     python 01-pytorch-basics/01_installation_setup.py
@@ -221,7 +221,8 @@ def report_toolchain() -> dict:
                  "install the toolkit's cuSPARSE headers"))
     print(f"MAX_JOBS: {os.environ.get('MAX_JOBS') or 'unset (ninja runs CPUs + 2 compile jobs at once)'}")
     arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    print(f"TORCH_CUDA_ARCH_LIST: {arch or 'unset (torch compiles for each visible GPU; with none visible it needs a list, e.g. 9.0)'}")
+    print("TORCH_CUDA_ARCH_LIST: "
+          + (arch or "unset (torch compiles for each visible GPU; with none visible it needs a list, e.g. 9.0)"))
     cache = os.environ.get("TORCH_EXTENSIONS_DIR")
     if cache is None:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its no-GPU warning is noise here

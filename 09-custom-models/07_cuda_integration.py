@@ -23,9 +23,9 @@ Run it:
     python 09-custom-models/07_cuda_integration.py --cuda-build always   # compile the .cu even with no GPU
     python 09-custom-models/07_cuda_integration.py --device cuda         # benchmark at 2^26 elements on a GPU
 
-Time: the first run compiles the C++ source (about 30 s on a 2-core CPU; the CUDA source with nvcc takes one to two
-minutes more); later runs load the cached build in under a second, and the rest takes about 15 seconds on a 2-core
-CPU (--smoke: about 10 seconds once built).
+Time: the first run compiles the C++ source (about 25 s on a 2-core CPU; the CUDA source with nvcc takes about 90 s
+more); later runs load the cached build in a fraction of a second, and the rest takes about 20 seconds on a busy
+2-core CPU (--smoke: about 6 seconds once built).
 What to look for: where the toolkit really is and what torch would have guessed; "opcheck: all 4 tests pass",
 "gradcheck: True"; each bad input answered by one clear sentence; the speed table (on a GPU: the kernel's bandwidth
 against torch's own elementwise kernel, and fused forward+backward against the eager chain).
@@ -954,8 +954,8 @@ def main(argv=None) -> dict:
     if built["cpu"]:
         op = torch.ops.course.bias_gelu
         print(f"torch.ops.course.bias_gelu: schema {op.default._schema}")
-        print(f"  kernels registered for: {', '.join(k for k in ('CPU', 'CUDA', 'Meta', 'Autograd') if op_registered('bias_gelu', k))}"
-              " (Meta from register_fake, Autograd from register_autograd)")
+        keys = [k for k in ("CPU", "CUDA", "Meta", "Autograd") if op_registered("bias_gelu", k)]
+        print(f"  kernels registered for: {', '.join(keys)} (Meta from register_fake, Autograd from register_autograd)")
     metrics = {"cpp_op_built": int(built["cpu"]), "cuda_op_built": int(built["cuda"]),
                "cuda_home_guess_ok": plan["cuda_home_guess_ok"], "build_s": built["build_s"],
                "cuda_build_s": built["cuda_build_s"]}
