@@ -2,9 +2,10 @@
 
 Checks, and prints, everything the later modules rely on: Python and the OS; every package pinned in
 requirements.txt, installed version against the pin (ok / mismatch / missing, with the command that fixes it);
-CUDA, cuDNN and Apple's MPS; each GPU's name, memory and compute capability; whether nvcc and a C++ compiler are
-present (module 09 builds custom ops with them); CPU threads. Finally it runs a small matmul on the chosen device
-and compares it with a float64 reference, so "the GPU works" is a measured fact, not a promise.
+CUDA, cuDNN and Apple's MPS; each GPU's name, memory and compute capability; what torch.utils.cpp_extension will
+use to build module 09's custom ops (the C++ compiler, the ninja on PATH, CUDA_HOME as torch resolves it and the real
+nvcc behind any wrapper script, TORCH_CUDA_ARCH_LIST, the build cache); CPU threads. Finally it runs a small matmul
+on the chosen device and compares it with a float64 reference, so "the GPU works" is a measured fact, not a promise.
 
 Run it:
     python 01-pytorch-basics/01_installation_setup.py
@@ -17,6 +18,7 @@ What to look for: every package "ok", the device you expect under "Chosen device
 import argparse
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import random
@@ -133,21 +135,104 @@ def report_accelerators() -> dict:
             "cudnn_version": int(cudnn or 0)}
 
 
-def report_toolchain() -> dict:
-    section("Compilers (module 09 builds C++/CUDA extensions)")
-    cxx = next((v for c in ("c++", "g++", "clang++") if (v := tool_version(c))), None)
-    nvcc = tool_version("nvcc")
-    if nvcc is None:
-        from torch.utils.cpp_extension import CUDA_HOME
+def real_nvcc(nvcc: str) -> Path:
+    """The nvcc binary behind `nvcc` on PATH, which may be a wrapper script or a symlink: nvcc's dry run names the
+    folder it really runs from (`#$ _HERE_=/usr/local/cuda-13.0/bin`)."""
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+        here = re.search(r"^#\$ _HERE_=(.+)$", out.stdout + out.stderr, re.M)
+    except (OSError, subprocess.SubprocessError):
+        here = None
+    return Path(here.group(1).strip()) / "nvcc" if here else Path(os.path.realpath(nvcc))
 
-        candidate = Path(CUDA_HOME or "/nonexistent") / "bin" / "nvcc"
-        nvcc = tool_version(str(candidate)) if candidate.exists() else None
-    ninja = tool_version("ninja")
-    print(f"C++ compiler: {cxx or 'not found (install g++ or clang++ to build C++ extensions)'}")
-    print(f"nvcc:         {nvcc or 'not found (only needed for the CUDA half of 09/07)'}")
-    print(f"ninja:        {ninja or 'not found (pip install ninja)'}")
-    found = {"cxx_found": cxx, "nvcc_found": nvcc, "ninja_found": ninja}
-    return {key: int(value is not None) for key, value in found.items()}
+
+def nvcc_release(nvcc: Path) -> str:
+    """The line of `nvcc --version` with the version ('Cuda compilation tools, release 13.0, V13.0.88'), not the
+    first line ('nvcc: NVIDIA (R) Cuda compiler driver')."""
+    try:
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "(did not answer --version)"
+    lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if "release" in line]
+    return lines[-1] if lines else "(no version line)"
+
+
+def torch_cuda_home() -> str | None:
+    """CUDA_HOME as torch.utils.cpp_extension resolves it when imported: $CUDA_HOME, else $CUDA_PATH, else the
+    folder above the first nvcc on PATH, else /usr/local/cuda if it exists."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home is None and (nvcc := shutil.which("nvcc")):
+        home = os.path.dirname(os.path.dirname(nvcc))
+    if home is None and os.path.exists("/usr/local/cuda"):
+        home = "/usr/local/cuda"
+    return home
+
+
+def report_ninja(env_bin: Path) -> tuple[str | None, bool]:
+    """torch runs `ninja` from PATH. When the venv is not activated that can be the system's (older) ninja and not
+    the one pinned in requirements.txt. Returns (ninja torch calls, whether it is this environment's)."""
+    on_path = shutil.which("ninja")
+    print(f"ninja torch calls (first on PATH): {tool_version('ninja') or 'not found (pip install ninja)'}"
+          + (f"  [{on_path}]" if on_path else ""))
+    mine = env_bin / "ninja"
+    is_mine = on_path is not None and mine.is_file() and Path(on_path).resolve() == mine.resolve()
+    if mine.is_file() and not is_mine:
+        print(f"  this Python's environment has {tool_version(str(mine))} at {mine}, which torch will not call: "
+              f"activate the venv (source {env_bin}/activate) or export PATH={env_bin}:$PATH")
+    return on_path, is_mine
+
+
+def report_toolchain() -> dict:
+    """What torch.utils.cpp_extension will use to build module 09's C++/CUDA extension (09/07 prints the same)."""
+    section("Compilers (what torch.utils.cpp_extension will use; module 09 builds C++/CUDA extensions)")
+    compiler = os.environ.get("CXX", "c++")
+    cxx = tool_version(compiler)
+    print(f"C++ compiler ($CXX or c++): {cxx or f'{compiler} not found (install g++ or clang++)'}")
+    ninja, ninja_is_env = report_ninja(Path(sys.executable).parent)
+
+    home = torch_cuda_home()
+    on_path = shutil.which("nvcc")
+    if on_path:
+        nvcc = real_nvcc(on_path)
+    else:
+        nvcc = Path(home or "/nonexistent") / "bin" / "nvcc"
+    nvcc_found = nvcc.is_file()
+    if nvcc_found:
+        behind = f" (behind the wrapper {on_path})" if on_path and Path(on_path).resolve() != nvcc.resolve() else ""
+        print(f"nvcc: {nvcc}{behind}: {nvcc_release(nvcc)}")
+    else:
+        print("nvcc: not found (only needed for the CUDA half of 09/07; the CUDA toolkit or "
+              "`pip install nvidia-cuda-nvcc` provides it)")
+    toolkit = nvcc.parent.parent if nvcc_found else None
+    cuda_home_ok = bool(toolkit and home and Path(home).resolve() == toolkit.resolve())
+    if home is None:
+        print("CUDA_HOME as torch resolves it: none (fine for C++-only extensions)")
+    elif cuda_home_ok or toolkit is None:
+        print(f"CUDA_HOME as torch resolves it: {home}")
+    else:
+        print(f"CUDA_HOME as torch resolves it: {home}: WRONG, the toolkit is {toolkit} (torch took the folder above "
+              f"the nvcc on PATH). Fix: export CUDA_HOME={toolkit} before starting Python.")
+    if toolkit is not None and not (toolkit / "include" / "cusparse.h").is_file():
+        site = Path(torch.__file__).resolve().parents[1] / "nvidia"
+        wheels = sorted(str(d) for d in site.glob("*/include") if (d / "cusparse.h").is_file())
+        print(f"  {toolkit}/include has no cusparse.h (ATen/cuda/CUDAContext.h includes it): "
+              + (f"pip's copy is in {wheels[0]} (09/07 adds it to nvcc's include path)" if wheels else
+                 "install the toolkit's cuSPARSE headers"))
+    print(f"MAX_JOBS: {os.environ.get('MAX_JOBS') or 'unset (ninja runs CPUs + 2 compile jobs at once)'}")
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    print("TORCH_CUDA_ARCH_LIST: "
+          + (arch or "unset (torch compiles for each visible GPU; with none visible it needs a list, e.g. 9.0)"))
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if cache is None:
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its no-GPU warning is noise here
+        from torch.utils.cpp_extension import get_default_build_root
+
+        cache = get_default_build_root()
+    print(f"Extension build cache: {cache} ($TORCH_EXTENSIONS_DIR; a rebuild with unchanged sources is instant)")
+    found = {"cxx_found": cxx, "nvcc_found": nvcc if nvcc_found else None, "ninja_found": ninja}
+    return {**{key: int(value is not None) for key, value in found.items()},
+            "cuda_home_ok": int(cuda_home_ok), "ninja_is_this_envs": int(ninja_is_env)}
 
 
 def sanity_matmul(device: torch.device, n: int) -> float:
