@@ -56,10 +56,13 @@ def assert_close(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rto
     if wrong.any():
         idx = _first_index(wrong)
         n_wrong = int(wrong.sum())
+        shown_e, shown_g = _fmt(e[idx].item()), _fmt(g[idx].item())
+        if shown_e == shown_g:  # 4 significant digits hide the difference: show enough to see it
+            shown_e, shown_g = f"{e[idx].item():.10g}", f"{g[idx].item():.10g}"
         raise AssertionError(
             f"{what}: {n_wrong} of {e.numel()} elements differ (max abs difference {diff.max().item():.3g}, "
             f"tolerance {atol:g}{f' + {rtol:g}*|expected|' if rtol else ''}); first at index {idx}: "
-            f"expected {_fmt(e[idx].item())}, got {_fmt(g[idx].item())}"
+            f"expected {shown_e}, got {shown_g}"
         )
 
 
