@@ -216,8 +216,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         write("")
         if broken:
             write(f"Next: fix {ex.module}/exercises.py")
-            for text in outcome.message.splitlines()[1:3]:
-                write("  " + text.strip())
+            for text in outcome.message.splitlines()[1:4]:  # line number, the offending line, the caret
+                write(text)
         else:
             write(f"Next: {ex.module} exercise {ex.number}, {ex.name}() \u2014 {ex.title}", bold=True)
             if outcome.status == "failing":

@@ -179,17 +179,29 @@ def run_inprocess(path: str, args: list[str], workdir: Path) -> tuple[dict, floa
         return result, time.perf_counter() - start
 
 
-def subprocess_env() -> dict:
+def subprocess_env(threads: int | None = None) -> dict:
+    """The environment of a lesson run as a subprocess: network blocked, no display, and an explicit thread count.
+
+    `threads` defaults to this process's torch thread count (under pytest-xdist, conftest.py gives each worker its
+    share of the cores): a child left to torch's default would start one thread per core and fight the workers.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env["PYTHONPATH"] = str(NETBLOCK)
     env["CURRICULUM_BLOCK_NETWORK"] = "1"
     env["MPLBACKEND"] = "Agg"
     env["PYTHONUNBUFFERED"] = "1"
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
-def run_subprocess(path: str, args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python <repo>/<path> args` from another directory, as a learner would run it, network blocked."""
+def run_subprocess(path: str, args: list[str], cwd: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """`python <repo>/<path> args` from another directory, as a learner would run it, network blocked.
+
+    The timeout only stops a hung lesson from hanging the suite; it is not a speed budget (see tests/benchmark.py)."""
     return subprocess.run(
         [sys.executable, str(REPO / path), *args],
         cwd=cwd,
