@@ -20,10 +20,14 @@ def describe(value) -> str:
     """One line for any value: a tensor as shape/dtype/device and a few numbers, anything else by a short repr."""
     if isinstance(value, torch.Tensor):
         flat = value.detach().reshape(-1)
-        shown = ", ".join(_fmt(v) for v in flat[:MAX_ELEMENTS_SHOWN].tolist())
-        more = ", ..." if flat.numel() > MAX_ELEMENTS_SHOWN else ""
+        if value.device.type == "meta":  # shapes only: a meta tensor holds no numbers
+            shown = "no data"
+        else:
+            shown = ", ".join(_fmt(v) for v in flat[:MAX_ELEMENTS_SHOWN].tolist())
+            shown += ", ..." if flat.numel() > MAX_ELEMENTS_SHOWN else ""
         device = "" if value.device.type == "cpu" else f", device={value.device}"
-        return f"tensor(shape={tuple(value.shape)}, dtype={str(value.dtype).replace('torch.', '')}{device}, [{shown}{more}])"
+        dtype = str(value.dtype).replace("torch.", "")
+        return f"tensor(shape={tuple(value.shape)}, dtype={dtype}{device}, [{shown}])"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

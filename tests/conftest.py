@@ -97,14 +97,15 @@ class _AfterDeselection:
 def _mark_learner_error_reporters(items) -> None:
     """A learner's exercises.py that does not parse (or crashes on import) is reported by ONE test: the first selected
     test_exercise of that module. Decided at collection, identically in every xdist worker."""
-    seen: set[str] = set()
+    looked_at: set[str] = set()
     for item in items:
         exercise = getattr(getattr(item, "callspec", None), "params", {}).get("exercise")
         if getattr(item, "originalname", "") != "test_exercise" or not isinstance(exercise, Exercise):
             continue
-        if exercise.module not in seen and learner_error(exercise.module):
-            seen.add(exercise.module)
-            item.add_marker(REPORTS_LEARNER_ERROR)
+        if exercise.module not in looked_at:
+            looked_at.add(exercise.module)
+            if learner_error(exercise.module):
+                item.add_marker(REPORTS_LEARNER_ERROR)
 
 
 def pytest_report_header(config):

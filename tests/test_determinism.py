@@ -9,14 +9,22 @@ running on another xdist worker), the lesson is run twice here: every lesson is 
 """
 
 import pytest
-from harness import DETERMINISM_DEVICE, DETERMINISM_SEED, built_lessons, comparable, load_comparable_metrics, run_inprocess
+from harness import (
+    DETERMINISM_DEVICE,
+    DETERMINISM_SEED,
+    built_lessons,
+    comparable,
+    load_comparable_metrics,
+    run_inprocess,
+)
 
 pytestmark = pytest.mark.determinism
 
 
 def _run(path, workdir):
     workdir.mkdir()
-    args = ["--smoke", "--device", DETERMINISM_DEVICE, "--seed", str(DETERMINISM_SEED), "--out-dir", str(workdir / "out")]
+    args = ["--smoke", "--device", DETERMINISM_DEVICE, "--seed", str(DETERMINISM_SEED)]
+    args += ["--out-dir", str(workdir / "out")]
     metrics, _ = run_inprocess(path, args, workdir)
     return comparable(metrics)
 
@@ -27,7 +35,7 @@ def test_same_seed_same_metrics(path, tmp_path, smoke_metrics_dir):
     if first is None:
         first = _run(path, tmp_path / "run0")
     again = _run(path, tmp_path / "run1")
-    first, again = (json_roundtrip(first), json_roundtrip(again))
+    first, again = json_roundtrip(first), json_roundtrip(again)
     diff = {k: (first.get(k), again.get(k)) for k in first.keys() | again.keys() if first.get(k) != again.get(k)}
     assert not diff, f"{path}: the same seed gave different metrics (first run, rerun): {diff}"
 
