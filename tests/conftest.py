@@ -226,7 +226,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             write(wrap(f"Hint: {ex.hint}"))
             write(f"  Check it: {one_exercise_command(ex)}")
             write(f"        or: {python_command()} {ex.module}/exercises.py")
-        if counts["todo"] > 1 and not broken:
+        listed = any(c in (config.getoption("reportchars") or "") for c in "sSaA")  # -rs already lists them
+        if counts["todo"] > 1 and not broken and not listed:
             write("  (every unfinished exercise with its hint: add -rs)")
     terminalreporter.write_sep("=", line + ".", bold=True)
     return result
