@@ -1,8 +1,11 @@
 """Module 01 exercises: tensors, NumPy round trips, device-agnostic code, one training step, debugging habits.
 
 Replace each `raise NotImplementedError(...)` with your code, then check your work:
-    python 01-pytorch-basics/exercises.py      # this module's table: done / failing / to do, and the next hint
-    pytest -k 01-                               # the same checks through pytest
+    .venv/bin/python 01-pytorch-basics/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 01-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 01-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
 
 Lessons to reread: 03_tensor_basics.py (exercise 1), 04_numpy_vs_pytorch.py (2-4), 05_gpu_acceleration.py (5-6),
 02_pytorch_intro.py (7-10).

@@ -2,8 +2,11 @@
 
 Replace each `raise NotImplementedError(...)` with your solution, then check your work with either
 
-    python 02-tensors-operations/exercises.py     # this module's table: done / failing / to do, and the next hint
-    pytest -k 02-                                 # the same checks through pytest (unfinished ones are skipped)
+    .venv/bin/python 02-tensors-operations/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 02-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 02-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
 
 The checks live in tests/checks/m02_tensors_operations.py. No loops over tensor elements are needed anywhere:
 each exercise is one to three tensor operations. Lessons 02-06 of this module teach everything used here.

@@ -2,8 +2,11 @@
 
 Replace each `raise NotImplementedError(...)` with your solution, then check your work:
 
-    python 03-autograd-backprop/exercises.py      # this module's table: done / failing / to do, and the next hint
-    pytest -k "03-"                                # the same checks through pytest
+    .venv/bin/python 03-autograd-backprop/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 03-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 03-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
 
 The lessons 01-06 of this module show everything you need; each docstring says which one.
 """

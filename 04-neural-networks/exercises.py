@@ -1,8 +1,11 @@
 """Module 04 exercises: build and train networks.
 
 Replace each `raise NotImplementedError(...)` with your code, then check your work with either of:
-    python 04-neural-networks/exercises.py      # a table: done / failing / to do, and a hint for the next one
-    pytest -k 04-                               # the same checks through pytest (unfinished ones are skipped)
+    .venv/bin/python 04-neural-networks/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 04-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 04-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
 
 The checks live in tests/checks/m04_neural_networks.py. The lessons of this module (01-08) teach everything used
 here; the docstring of each exercise says which lesson to reread if you get stuck.
@@ -38,7 +41,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Exercise 2: Count a model's parameters (numbers, not tensors).
 
     Return the total number of scalar parameters. With trainable_only=True count only those with
-    requires_grad=True (frozen layers are left out); with False count them all. Lesson 01.
+    requires_grad=True (frozen layers are left out); with False count them all. A weight shared by two layers
+    (weight tying: `decoder.weight = embedding.weight`) is one set of numbers and counts once; buffers such as
+    BatchNorm's running_mean are not parameters. Lesson 01.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(10, 5), nn.Linear(5, 2))
@@ -49,7 +54,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
         (17, 67)
 
     Hint: p.numel() is the number of elements of a parameter tensor; len(list(model.parameters())) only counts
-    tensors. Filter on p.requires_grad when trainable_only is True.
+    tensors. Filter on p.requires_grad when trainable_only is True. model.parameters() yields a shared parameter
+    once; looping over model.modules() and adding up each one's parameters would count it twice.
     """
     raise NotImplementedError("Exercise 2: count_parameters")
 
@@ -183,7 +189,8 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     Return (train_idx, val_idx): two int64 tensors that together hold each of 0..n-1 exactly once, with
     len(val_idx) == int(n * val_fraction), chosen at random (datasets are often sorted by class, so the last
     rows are not a fair sample), and the same split every time for the same seed whatever the global RNG state.
-    Lesson 06.
+    Leave the global RNG alone: torch.manual_seed inside the function would reseed the generator the rest of the
+    program draws from. Lesson 06.
 
     Example:
         >>> train_idx, val_idx = split_indices(10, 0.2, seed=0)

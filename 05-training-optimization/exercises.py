@@ -1,8 +1,11 @@
 """Module 05 exercises: schedules, batch norm, augmentation, early stopping, checkpoints, hyperparameter search.
 
 Replace each `raise NotImplementedError(...)` with your code, then check your work:
-    python 05-training-optimization/exercises.py      # this module's table: done / failing / to do, and the next hint
-    pytest -k 05-                                      # the same checks through pytest
+    .venv/bin/python 05-training-optimization/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 05-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 05-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
 
 Lessons to reread: 01_learning_rate_scheduling.py (exercises 1-2), 02_batch_normalization.py (3-4),
 03_data_augmentation.py (5), 04_early_stopping.py (6), 05_checkpointing.py (7-8), 07_hyperparameter_tuning.py (9-10).

@@ -20,10 +20,14 @@ def describe(value) -> str:
     """One line for any value: a tensor as shape/dtype/device and a few numbers, anything else by a short repr."""
     if isinstance(value, torch.Tensor):
         flat = value.detach().reshape(-1)
-        shown = ", ".join(_fmt(v) for v in flat[:MAX_ELEMENTS_SHOWN].tolist())
-        more = ", ..." if flat.numel() > MAX_ELEMENTS_SHOWN else ""
+        if value.device.type == "meta":  # shapes only: a meta tensor holds no numbers
+            shown = "no data"
+        else:
+            shown = ", ".join(_fmt(v) for v in flat[:MAX_ELEMENTS_SHOWN].tolist())
+            shown += ", ..." if flat.numel() > MAX_ELEMENTS_SHOWN else ""
         device = "" if value.device.type == "cpu" else f", device={value.device}"
-        return f"tensor(shape={tuple(value.shape)}, dtype={str(value.dtype).replace('torch.', '')}{device}, [{shown}{more}])"
+        dtype = str(value.dtype).replace("torch.", "")
+        return f"tensor(shape={tuple(value.shape)}, dtype={dtype}{device}, [{shown}])"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -56,10 +60,13 @@ def assert_close(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rto
     if wrong.any():
         idx = _first_index(wrong)
         n_wrong = int(wrong.sum())
+        shown_e, shown_g = _fmt(e[idx].item()), _fmt(g[idx].item())
+        if shown_e == shown_g:  # 4 significant digits hide the difference: show enough to see it
+            shown_e, shown_g = f"{e[idx].item():.10g}", f"{g[idx].item():.10g}"
         raise AssertionError(
             f"{what}: {n_wrong} of {e.numel()} elements differ (max abs difference {diff.max().item():.3g}, "
             f"tolerance {atol:g}{f' + {rtol:g}*|expected|' if rtol else ''}); first at index {idx}: "
-            f"expected {_fmt(e[idx].item())}, got {_fmt(g[idx].item())}"
+            f"expected {shown_e}, got {shown_g}"
         )
 
 

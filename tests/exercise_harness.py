@@ -10,7 +10,12 @@ For a module such as 02-tensors-operations there are three files:
   common-mistake variant `<name>__<what_went_wrong>` per exercise that the check must reject.
 
 An exercise's status is "done" (its check passes), "failing" (the check raised anything but NotImplementedError)
-or "todo" (the stub's NotImplementedError came through).
+or "todo" (the stub's NotImplementedError came through). While exercises.py does not parse or crashes on import, its
+exercises cannot be checked: `learner_error` says why in a few lines (file, line number, the offending line), and the
+suite reports it once per module, not once per exercise.
+
+Test ids name one exercise each: `02-ex03-pick_per_row` (two-digit numbers, so `-k 02-ex01` never also matches
+exercise 10, and `-k 02-ex` selects module 02 only).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import ast
 import inspect
 import re
 import sys
+import textwrap
 import traceback
 from dataclasses import dataclass
 from functools import cache
@@ -46,7 +52,12 @@ class Exercise:
 
     @property
     def id(self) -> str:
-        return f"{self.module[:2]}-ex{self.number}-{self.name}"
+        return f"{self.module[:2]}-ex{self.number:02d}-{self.name}"
+
+    @property
+    def selector(self) -> str:
+        """What `pytest -k` needs to select exactly this exercise (and nothing else) among the test ids."""
+        return f"{self.module[:2]}-ex{self.number:02d}"
 
     @property
     def check(self):
@@ -114,12 +125,54 @@ def exercise_docs(module: str) -> dict[str, tuple[str, str]]:
     return docs
 
 
+def _source_line(path: Path, lineno: int | None) -> str:
+    try:
+        return path.read_text().splitlines()[lineno - 1] if lineno else ""
+    except (OSError, IndexError):
+        return ""
+
+
+def learner_error(module: str) -> str:
+    """Why the learner's exercises.py cannot be checked at all ("" when it imports): a syntax error or a crash at
+    import time, in a few lines: the file, the line number, the offending line and what Python said."""
+    path = REPO / module / "exercises.py"
+    rel = f"{module}/exercises.py"
+    try:
+        compile(path.read_text(), str(path), "exec")
+    except SyntaxError as err:
+        text = (err.text or _source_line(path, err.lineno)).rstrip("\n")
+        caret = ""
+        if text and err.offset:
+            stripped = text.lstrip()
+            caret = "\n      " + " " * max(0, err.offset - 1 - (len(text) - len(stripped))) + "^"
+            text = stripped
+        return (
+            f"{rel} has a syntax error, so none of its exercises can be checked:\n"
+            f"  line {err.lineno}: {type(err).__name__}: {err.msg}\n"
+            f"      {text}{caret}\n"
+            f"Fix that line (or the one just above it) and run again."
+        )
+    try:
+        load_script(path, f"exercises_{module_key(module)}")
+    except BaseException as err:  # noqa: BLE001 - anything the learner's top-level code raises, SystemExit included
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == path]
+        where = f" at line {frames[-1].lineno}:\n      {(frames[-1].line or '').strip()}" if frames else ""
+        return (
+            f"{rel} crashes when it is imported, so none of its exercises can be checked:\n"
+            f"  {type(err).__name__}: {str(err)[:300]}{where}\n"
+            f"Code at the top level of exercises.py runs on import; keep it inside the functions."
+        )
+    finally:
+        sys.modules.pop(f"exercises_{module_key(module)}", None)
+    return ""
+
+
 def load_learner(module: str):
-    """The learner's exercises.py as a module, or the error that stopped it from importing."""
+    """The learner's exercises.py as a module, or the message saying why it cannot be imported."""
     try:
         return load_script(REPO / module / "exercises.py", f"exercises_{module_key(module)}"), ""
-    except Exception:  # a syntax error or a crash at import time: every exercise of the module is failing
-        return None, "exercises.py does not import: " + traceback.format_exc(limit=0).strip().splitlines()[-1]
+    except BaseException:  # noqa: BLE001 - a syntax error or a crash at import time: nothing can be checked
+        return None, learner_error(module) or "exercises.py does not import"
 
 
 def evaluate(check, fn) -> Outcome:
@@ -167,26 +220,68 @@ def skip_message(exercise: Exercise) -> str:
     return f"[{exercise.module}] Exercise {exercise.number} not done yet \u2014 hint: {exercise.hint}"
 
 
+def python_command() -> str:
+    """How the learner runs Python here: `.venv/bin/python` when the interpreter lives in the repository's venv."""
+    try:
+        return str(Path(sys.executable).relative_to(REPO))
+    except ValueError:
+        return ".venv/bin/python" if (REPO / ".venv").is_dir() else "python"
+
+
+def one_exercise_command(exercise: Exercise) -> str:
+    """The command that checks exactly this one exercise through pytest."""
+    return f"{python_command()} -m pytest tests/test_exercises.py::test_exercise -k {exercise.selector}"
+
+
+def module_exercises_command(module: str) -> str:
+    """The command that checks exactly this module's exercises (none of its lessons) through pytest."""
+    return f"{python_command()} -m pytest tests/test_exercises.py::test_exercise -k {module[:2]}-ex"
+
+
+def next_exercise(statuses: list[tuple[Exercise, Outcome]]):
+    """The one exercise to point the learner at: the first failing one; else the first to-do after the last one
+    done (learners work in order); else the first to-do. None when everything is done."""
+    failing = [(ex, o) for ex, o in statuses if o.status == "failing"]
+    if failing:
+        return failing[0]
+    last_done = max((i for i, (_, o) in enumerate(statuses) if o.status == "done"), default=-1)
+    later = [(ex, o) for ex, o in statuses[last_done + 1 :] if o.status == "todo"]
+    todo = later or [(ex, o) for ex, o in statuses if o.status == "todo"]
+    return todo[0] if todo else None
+
+
+def wrap(text: str, indent: str = "  ", width: int = 110) -> str:
+    return textwrap.fill(" ".join(text.split()), width=width, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
 def report(module_file: str) -> int:
-    """Print one module's exercise table and the hint for the next exercise; used by `python exercises.py`."""
+    """Print one module's exercise table and the hint for the next exercise; used by `python exercises.py`.
+
+    Returns the exit status: 1 while any attempted exercise fails (or the file cannot be imported), else 0 (exercises
+    not started yet do not count against you).
+    """
     module = Path(module_file).resolve().parent.name
-    learner, _ = load_learner(module)
+    print(f"{module} exercises  (checks: tests/checks/{module_key(module)}.py)\n")
+    learner, error = load_learner(module)
+    if learner is None:
+        print(error)
+        return 1
     rows = [(ex, evaluate_learner(ex, learner)) for ex in exercises(module)]
     width = max(len(ex.name) for ex, _ in rows)
-    print(f"{module} exercises  (checks: tests/checks/{module_key(module)}.py)\n")
     for ex, outcome in rows:
         detail = f"  {outcome.message.splitlines()[0][:100]}" if outcome.status == "failing" else ""
         print(f"  {ex.number:>2}  {ex.name:<{width}}  {STATUS_WORDS[outcome.status]:<8}{detail}")
     done = sum(o.status == "done" for _, o in rows)
     failing = sum(o.status == "failing" for _, o in rows)
     print(f"\n{done}/{len(rows)} done, {failing} failing, {len(rows) - done - failing} to do.")
-    upcoming = next(((ex, o) for ex, o in rows if o.status != "done"), None)
+    upcoming = next_exercise(rows)
     if upcoming is None:
         print("Every exercise of this module passes. On to the next module!")
     else:
         ex, outcome = upcoming
         print(f"Next: exercise {ex.number}, {ex.name}() \u2014 {ex.title}")
         if outcome.status == "failing":
-            print(f"  What went wrong: {outcome.message}")
-        print(f"  Hint: {ex.hint}")
-    return 0
+            print("  What went wrong: " + "\n  ".join(outcome.message.splitlines()))
+        print(wrap(f"Hint: {ex.hint}"))
+        print(f"  Through pytest: {one_exercise_command(ex)}")
+    return 1 if failing else 0

@@ -1,7 +1,11 @@
 """The exercises: the learner's work (skipped while unfinished), and proof that every check is sound.
 
 For each exercise the suite proves three things whatever the learner has done: the reference solution passes, a stub
-counts as unfinished, and every common-mistake variant is rejected. Then it checks the learner's own function.
+counts as unfinished, and every common-mistake variant is rejected with a message that fits on a screen. Then it
+checks the learner's own function.
+
+Ids: `02-ex03-pick_per_row`. One exercise: `pytest tests/test_exercises.py::test_exercise -k 02-ex03`;
+one module's: `-k 02-ex`.
 """
 
 from __future__ import annotations
@@ -18,32 +22,55 @@ from exercise_harness import (
     evaluate_learner,
     exercise_modules,
     exercises,
+    learner_error,
     load_solutions,
     mistakes,
     skip_message,
+    wrap,
 )
 
 pytestmark = pytest.mark.exercise
 
 ALL = [ex for module in exercise_modules() for ex in exercises(module)]
 MISTAKES = [(ex, name) for ex in ALL for name in mistakes(ex)]
+MAX_MESSAGE_LINES, MAX_MESSAGE_CHARS = 15, 1500  # a rejection message must fit on a screen
+
+
+def _record(request, exercise, status: str, message: str = "") -> None:
+    """What conftest.py's progress line needs, attached to the report (it travels to the xdist controller)."""
+    request.node.user_properties.extend(
+        [
+            ("exercise_status", status),
+            ("exercise_order", ALL.index(exercise)),
+            ("exercise_module", exercise.module),
+            ("exercise_number", exercise.number),
+            ("exercise_name", exercise.name),
+            ("exercise_message", message[:1500]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
 def test_exercise(exercise, request):
     """Your solution. Unfinished: skipped with a hint (failed under --strict-exercises)."""
+    broken = learner_error(exercise.module)
+    if broken:  # reported once per module, by the first selected exercise of it (conftest.py marks that one)
+        if request.node.get_closest_marker("reports_learner_error"):
+            _record(request, exercise, "failing", broken)
+            pytest.fail(broken, pytrace=False)
+        _record(request, exercise, "unchecked")
+        pytest.skip(f"not checked: {exercise.module}/exercises.py does not import (reported once, above)")
     outcome = evaluate_learner(exercise)
-    order = (ALL.index(exercise),)
-    label = f"{exercise.module} exercise {exercise.number}, {exercise.name}() (python {exercise.module}/exercises.py)"
-    request.node.user_properties.extend(
-        [("exercise_status", outcome.status), ("exercise_order", order), ("exercise_label", label)]
-    )
+    _record(request, exercise, outcome.status, outcome.message)
     if outcome.status == "todo":
         if request.config.getoption("--strict-exercises"):
             pytest.fail(skip_message(exercise), pytrace=False)
         pytest.skip(skip_message(exercise))
     if outcome.status == "failing":
-        pytest.fail(f"Exercise {exercise.number} ({exercise.name}): {outcome.message}", pytrace=False)
+        pytest.fail(
+            f"Exercise {exercise.number} ({exercise.name}): {outcome.message}\n{wrap('Hint: ' + exercise.hint, '')}",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)
@@ -59,7 +86,7 @@ def _parse_learner_file(exercise) -> ast.Module:
     try:
         return ast.parse((REPO / exercise.module / "exercises.py").read_text())
     except SyntaxError as err:
-        pytest.skip(f"{exercise.module}/exercises.py does not parse (line {err.lineno}); see test_exercise")
+        pytest.skip(f"{exercise.module}/exercises.py does not parse (line {err.lineno}); test_exercise reports it")
 
 
 def _stub_from_source(exercise):
@@ -91,6 +118,19 @@ def test_common_mistake_is_rejected(exercise, mistake):
     outcome = evaluate(exercise.check, wrong)
     assert outcome.status == "failing", f"the check accepted the common mistake {mistake}() ({outcome.status})"
     assert outcome.message, "a rejected mistake must come with a message that says what was expected"
+
+
+@pytest.mark.parametrize(("exercise", "mistake"), MISTAKES, ids=lambda v: v if isinstance(v, str) else v.id)
+def test_rejection_message_fits_on_a_screen(exercise, mistake):
+    """What a learner who makes this mistake reads: a few lines (shape, dtype, max difference, first mismatch), never
+    whole tensors. Covers every module's mistakes as soon as its checks and solutions exist."""
+    outcome = evaluate(exercise.check, getattr(load_solutions(exercise.module), mistake))
+    lines = outcome.message.splitlines()
+    assert len(lines) < MAX_MESSAGE_LINES and len(outcome.message) < MAX_MESSAGE_CHARS, (
+        f"{mistake}() is rejected with a {len(lines)}-line, {len(outcome.message)}-character message; it must fit on a "
+        f"screen (< {MAX_MESSAGE_LINES} lines, < {MAX_MESSAGE_CHARS} characters): summarise tensors with "
+        f"check_utils.assert_close / describe. It begins: {outcome.message[:300]!r}"
+    )
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=lambda ex: ex.id)

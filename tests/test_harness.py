@@ -130,3 +130,28 @@ def test_exercise_outcomes(fn, status, message):
     outcome = evaluate(_check_double, fn)
     assert outcome.status == status and message in outcome.message, outcome
     assert isinstance(outcome, Outcome)
+
+
+def test_benchmark_times_lessons_and_writes_its_json(tmp_path):
+    """tests/benchmark.py on one tiny lesson: the JSON's shape, never the times it measured."""
+    from harness import REPO
+
+    out = tmp_path / "bench.json"
+    lessons = ["01-pytorch-basics/03_tensor_basics.py"]
+    command = [sys.executable, str(REPO / "tests" / "benchmark.py"), "--json", str(out)]
+    for lesson in lessons:
+        command += ["--only", lesson]
+    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result) == {"machine", "budgets_s", "threads", "runs"}
+    assert result["budgets_s"] == {"smoke": 5.0, "default": 60.0, "project-default": 180.0, "suite": 300.0}
+    assert result["machine"]["cpu_count"] >= 1 and isinstance(result["machine"]["import_torch_s"], float)
+    runs = result["runs"]
+    assert [r["script"] for r in runs] == lessons and all(r["kind"] == "smoke" for r in runs)
+    for r in runs:
+        assert r["threads"] == 1 and r["returncode"] == 0 and r["budget_s"] == 5.0
+        assert isinstance(r["wall_s"], float) and isinstance(r["lesson_wall_s"], float)
+        assert isinstance(r["over_budget"], bool)
+    table = done.stdout
+    assert "budget s" in table and all(lesson in table for lesson in lessons)

@@ -7,6 +7,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from check_utils import assert_close, describe
 from torch import nn
 
 CPU = torch.device("cpu")
@@ -14,7 +15,7 @@ META = torch.device("meta")  # exists on every machine: a device-agnostic functi
 
 
 def _tensor(got, what: str) -> torch.Tensor:
-    assert isinstance(got, torch.Tensor), f"expected {what} to be a torch.Tensor, got {type(got).__name__}"
+    assert isinstance(got, torch.Tensor), f"expected {what} to be a torch.Tensor, got {describe(got)}"
     return got
 
 
@@ -23,10 +24,10 @@ def check_make_grid(fn):
     assert got.shape == (2, 3), f"expected shape (2, 3), got {tuple(got.shape)}"
     assert got.dtype == torch.float32, f"expected dtype torch.float32, got {got.dtype} (torch.arange counts in int64)"
     expected = [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
-    assert got.tolist() == expected, f"expected {expected} (0, 1, 2, ... row by row), got {got.tolist()}"
+    assert got.tolist() == expected, f"expected {expected} (0, 1, 2, ... row by row), got {describe(got)}"
     tall = _tensor(fn(4, 1, CPU), "make_grid(4, 1, cpu)")
     assert tall.tolist() == [[0.0], [1.0], [2.0], [3.0]], f"expected make_grid(4, 1) = [[0], [1], [2], [3]], got " \
-        f"{tall.tolist()}"
+        f"{describe(tall)}"
     on_meta = _tensor(fn(2, 2, META), "make_grid(2, 2, meta)")
     assert on_meta.device.type == "meta", f"expected the tensor on the device passed in (meta), got {on_meta.device}"
 
@@ -35,7 +36,7 @@ def check_share_from_numpy(fn):
     arr = np.arange(4, dtype=np.float64)
     got = _tensor(fn(arr), "share_from_numpy(arr)")
     assert got.dtype == torch.float64, f"expected the array's dtype torch.float64 to be kept, got {got.dtype}"
-    assert got.tolist() == [0.0, 1.0, 2.0, 3.0], f"expected values [0, 1, 2, 3], got {got.tolist()}"
+    assert got.tolist() == [0.0, 1.0, 2.0, 3.0], f"expected values [0, 1, 2, 3], got {describe(got)}"
     arr[0] = 42.0
     assert got[0].item() == 42.0, (
         f"expected the tensor to share memory with the array (after arr[0] = 42, t[0] should be 42.0), got "
@@ -50,12 +51,12 @@ def check_share_from_numpy(fn):
 def check_independent_numpy(fn):
     w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     got = fn(w)
-    assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {type(got).__name__}"
-    assert got.tolist() == [1.0, 2.0, 3.0], f"expected values [1.0, 2.0, 3.0], got {got.tolist()}"
+    assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {describe(got)}"
+    assert got.tolist() == [1.0, 2.0, 3.0], f"expected values [1.0, 2.0, 3.0], got {describe(got)}"
     with torch.no_grad():
         w.add_(10)  # what an optimizer step does
     assert got.tolist() == [1.0, 2.0, 3.0], (
-        f"expected the array to keep [1.0, 2.0, 3.0] after an in-place update of the tensor, got {got.tolist()}: "
+        f"expected the array to keep [1.0, 2.0, 3.0] after an in-place update of the tensor, got {describe(got)}: "
         "it still shares memory with the tensor (add .copy())"
     )
     plain = torch.arange(3.0)
@@ -69,11 +70,9 @@ def check_numpy_to_model_input(fn):
     got = _tensor(fn(arr, CPU), "numpy_to_model_input(arr, cpu)")
     assert got.dtype == torch.float32, f"expected dtype torch.float32 (model weights are float32), got {got.dtype}"
     assert got.shape == (5, 3), f"expected shape (5, 3), got {tuple(got.shape)}"
-    expected = arr.astype(np.float32)
-    err = float(np.abs(got.numpy() - expected).max())
-    assert err == 0.0, f"expected the array's values rounded to float32, got a max abs difference of {err}"
+    assert_close(got, torch.from_numpy(arr.astype(np.float32)), "the array's values rounded to float32", atol=0.0)
     out = nn.Linear(3, 2)(got)
-    assert out.shape == (5, 2), f"expected nn.Linear(3, 2) to accept the tensor and give (5, 2), got {out.shape}"
+    assert out.shape == (5, 2), f"expected nn.Linear(3, 2) to accept the tensor and give (5, 2), got {tuple(out.shape)}"
     on_meta = _tensor(fn(arr, META), "numpy_to_model_input(arr, meta)")
     assert on_meta.device.type == "meta", f"expected the tensor on the device passed in (meta), got {on_meta.device}"
     assert on_meta.dtype == torch.float32, f"expected float32 on meta too, got {on_meta.dtype}"
@@ -95,10 +94,10 @@ def check_move_batch(fn):
             f"{tuple(t.shape)} {t.dtype}"
         )
     assert got["ids"] == [7, 8, 9, 10] and got["split"] == "train", (
-        f"expected non-tensors unchanged, got ids={got['ids']!r}, split={got['split']!r}"
+        f"expected non-tensors unchanged, got ids={describe(got['ids'])}, split={describe(got['split'])}"
     )
     same = fn({"x": torch.arange(3.0)}, CPU)
-    assert same["x"].tolist() == [0.0, 1.0, 2.0], f"expected values kept on the cpu, got {same['x'].tolist()}"
+    assert same["x"].tolist() == [0.0, 1.0, 2.0], f"expected values kept on the cpu, got {describe(same['x'])}"
 
 
 def check_choose_device(fn):
@@ -117,7 +116,7 @@ def check_choose_device(fn):
                 mock.patch.object(torch.backends.mps, "is_available", return_value=mps):
             got = fn(preferred)
         assert isinstance(got, torch.device), (
-            f"expected a torch.device, got {type(got).__name__} {got!r} (wrap the name: torch.device(name))"
+            f"expected a torch.device, got {describe(got)} (wrap the name: torch.device(name))"
         )
         assert got.type == expected, (
             f"expected choose_device({preferred!r}) with cuda available={cuda}, mps available={mps} to give "
@@ -161,13 +160,8 @@ def check_predict_proba(fn):
     got = _tensor(fn(model, x), "predict_proba(model, x)")
     assert got.shape == (10, 3), f"expected shape (10, 3), got {tuple(got.shape)}"
     assert not got.requires_grad, "expected a result that does not require grad: compute it under torch.no_grad()"
-    err = (got - expected).abs().max().item()
-    assert err < 1e-5, (
-        f"expected the eval-mode probabilities (dropout off) within 1e-5, got a max abs difference of {err:.3g}: "
-        "call model.eval() first"
-    )
-    sums = got.sum(dim=1)
-    assert torch.allclose(sums, torch.ones(10)), f"expected each row to sum to 1 (softmax over dim=1), got {sums}"
+    assert_close(got.sum(dim=1), torch.ones(10), "each row's sum (softmax over dim=1 sums to 1)", atol=1e-5)
+    assert_close(got, expected, "the eval-mode probabilities (dropout off: call model.eval() first)", atol=1e-5)
 
 
 def check_count_nonfinite(fn):
@@ -181,7 +175,7 @@ def check_count_nonfinite(fn):
     for t, expected in cases:
         got = fn(t)
         assert isinstance(got, int) and not isinstance(got, bool), (
-            f"expected a Python int, got {type(got).__name__} {got!r} (use .item() or int(...))"
+            f"expected a Python int, got {describe(got)} (use .item() or int(...))"
         )
         assert got == expected, f"expected {expected} non-finite elements in {t.tolist()}, got {got}"
 

@@ -7,21 +7,18 @@ reference solutions. Exceptions raised by the learner's function are not caught:
 import math
 
 import torch
+from check_utils import assert_close, describe
 
 
 def _shape(out, expected: tuple, what: str) -> None:
     if not isinstance(out, torch.Tensor):
-        raise AssertionError(f"expected a torch.Tensor, got {type(out).__name__}")
+        raise AssertionError(f"{what}: expected a torch.Tensor, got {describe(out)}")
     if tuple(out.shape) != expected:
         raise AssertionError(f"expected {what} of shape {expected}, got {tuple(out.shape)}")
 
 
 def _close(out: torch.Tensor, expected: torch.Tensor, what: str, atol: float = 1e-5) -> None:
-    if not torch.allclose(out.double(), expected.double(), atol=atol, rtol=1e-5):
-        diff = (out.double() - expected.double()).abs()
-        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
-        raise AssertionError(f"{what}: expected {expected[where].item():.6g} at index {where}, got "
-                             f"{out[where].item():.6g} (max abs diff {diff.max().item():.3g})")
+    assert_close(out, expected, what, atol=atol, rtol=1e-5)
 
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -144,7 +141,7 @@ def check_stable_logsumexp(fn):
     out = fn(x.clone())
     _shape(out, (5,), "stable_logsumexp of a (5, 3) input")
     if not torch.isfinite(out).all():
-        raise AssertionError(f"expected finite values, got {out.tolist()} (exp(1000) overflows and exp(-1000) "
+        raise AssertionError(f"expected finite values, got {describe(out)} (exp(1000) overflows and exp(-1000) "
                              "underflows in float32: subtract each row's max first)")
     expected = []
     for row in x.double().tolist():

@@ -6,20 +6,11 @@ torch ops), and raises AssertionError("expected ..., got ...").
 
 import torch
 import torch.nn.functional as F
-
-
-def _fmt(t: torch.Tensor, limit: int = 6) -> str:
-    values = [f"{v:.4g}" for v in t.detach().flatten()[:limit].tolist()]
-    return "[" + ", ".join(values) + (", ...]" if t.numel() > limit else "]")
+from check_utils import assert_close, describe
 
 
 def _close(got, expected, tol, what, extra=""):
-    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
-    assert got.shape == expected.shape, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-    err = (got.detach().to(expected.dtype) - expected).abs().max().item()
-    assert err <= tol, (
-        f"{what}: max abs error {err:.2e} > {tol:g}{extra}; expected {_fmt(expected)}, got {_fmt(got)}"
-    )
+    assert_close(got, expected, what + extra, atol=tol)
 
 
 def check_autograd_gradient(fn):
@@ -32,7 +23,7 @@ def check_autograd_gradient(fn):
     expected = torch.cos(x) * x**2 + 2 * x * torch.sin(x)  # product rule, by hand
     got = fn(f, x)
     assert not x.requires_grad, "expected the caller's x to still have requires_grad=False, got True"
-    assert x.grad is None, f"expected the caller's x.grad to stay None, got {x.grad}"
+    assert x.grad is None, f"expected the caller's x.grad to stay None, got {describe(x.grad)}"
     assert torch.equal(x, original), "expected the caller's x to be unchanged, got modified values"
     _close(got, expected, 1e-10, "gradient of sum(sin(x) x^2)")
     assert not got.requires_grad, "expected a plain tensor (requires_grad=False), got one still attached to a graph"
@@ -75,7 +66,7 @@ def check_sgd_step(fn):
         assert p.is_leaf and p.requires_grad, f"expected {name} to stay a leaf that requires grad, got is_leaf=" \
             f"{p.is_leaf}, requires_grad={p.requires_grad} (was the update recorded by autograd?)"
         assert p.grad is None or not p.grad.any(), (
-            f"expected {name}.grad to be cleared (None) after the step, got {_fmt(p.grad)}"
+            f"expected {name}.grad to be cleared (None) after the step, got {describe(p.grad)}"
         )
 
 
@@ -93,7 +84,7 @@ def check_fit_line(fn):
         gb = 2 / n * sum(residuals)
         w, b = w - lr * gw, b - lr * gb
     got = fn(x, y, lr, steps)
-    assert isinstance(got, tuple) and len(got) == 2, f"expected a tuple (w, b), got {got!r}"
+    assert isinstance(got, tuple) and len(got) == 2, f"expected a tuple (w, b), got {describe(got)}"
     gw_, gb_ = (float(v) for v in got)
     assert abs(gw_ - w) < 1e-4 and abs(gb_ - b) < 1e-4, (
         f"expected (w, b) = ({w:.5f}, {b:.5f}) after {steps} steps of lr {lr}, got ({gw_:.5f}, {gb_:.5f})"
@@ -125,7 +116,7 @@ def check_accumulated_gradients(fn):
         f"expected every forward to see at most 4 examples (micro-batches), got forwards of {model.seen}"
     )
     assert isinstance(got, list) and len(got) == len(params), (
-        f"expected a list of {len(params)} gradients, got {type(got).__name__} of length {len(got)}"
+        f"expected a list of {len(params)} gradients, got {describe(got)}"
     )
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         ratio = (g.detach() * e).sum().item() / max((e * e).sum().item(), 1e-30)
@@ -180,7 +171,7 @@ def check_bootstrapped_value_loss(fn):
         expected_loss = (residual**2).mean()
         expected_grad = 2 / 8 * s.T @ residual  # through V(states) only
     loss = fn(w, s, s_next, r, gamma)
-    assert isinstance(loss, torch.Tensor) and loss.dim() == 0, f"expected a scalar tensor, got {loss!r}"
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0, f"expected a scalar tensor, got {describe(loss)}"
     _close(loss, expected_loss, 1e-5, "loss value mean((V(s) - target)^2)")
     assert loss.requires_grad, "expected the loss to require grad (detach the target only, not the loss), got " \
         "requires_grad=False"

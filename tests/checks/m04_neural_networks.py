@@ -8,16 +8,13 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from check_utils import assert_close, describe
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
 def _close(got, expected, what: str, atol: float = 1e-5) -> None:
-    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
-    assert got.shape == expected.shape, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-    assert torch.isfinite(got).all(), f"{what}: expected finite values {expected}, got {got}"
-    err = (got.double() - expected.double()).abs().max().item()
-    assert err <= atol, f"{what}: expected {expected}, got {got} (max abs difference {err:.2e})"
+    assert_close(got, expected, what, atol=atol)
 
 
 def check_build_mlp(fn):
@@ -40,10 +37,23 @@ def check_build_mlp(fn):
     _close(got, expected.detach(), "model(x) should be Linear -> ReLU -> Linear")
 
 
+class _TiedLanguageModel(nn.Module):
+    """Embedding and output layer share one weight (weight tying, as in GPT-2), plus a BatchNorm whose running
+    statistics are buffers, not parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.norm = nn.BatchNorm1d(4)
+        self.out = nn.Linear(4, 10)
+        self.out.weight = self.embed.weight  # the same Parameter object, registered under two names
+
+
 def check_count_parameters(fn):
     model = nn.Sequential(nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3), nn.Linear(3, 2, bias=False))
     total = 7 * 5 + 5 + 5 * 3 + 3 + 3 * 2
     got = fn(model)
+    assert isinstance(got, int) and not isinstance(got, bool), f"expected a Python int, got {describe(got)}"
     assert got == total, f"expected {total} parameters (numbers, not tensors), got {got}"
     for p in model[0].parameters():
         p.requires_grad_(False)
@@ -52,7 +62,15 @@ def check_count_parameters(fn):
     assert got == total - frozen, f"with the first layer frozen, expected {total - frozen} trainable, got {got}"
     got = fn(model, trainable_only=False)
     assert got == total, f"with trainable_only=False, expected all {total} parameters, got {got}"
-    assert isinstance(got, int), f"expected a Python int, got {type(got).__name__}"
+    tied = _TiedLanguageModel()
+    expected = 10 * 4 + (4 + 4) + 10  # the shared weight once, BatchNorm's weight and bias, the output bias
+    got = fn(tied, trainable_only=False)
+    assert got == expected, (
+        f"for a model whose output layer shares the embedding's weight (weight tying), with a BatchNorm, expected "
+        f"{expected} parameters, got {got}: a shared Parameter is one set of numbers (model.parameters() yields it "
+        f"once), and running_mean / running_var are buffers, not parameters"
+        + (" (the shared weight was counted twice)" if got == expected + 40 else "")
+    )
 
 
 def check_linear_forward(fn):
@@ -158,8 +176,8 @@ def check_sgd_momentum_step(fn):
                 f"(max abs difference {err:.2e}); is the velocity updated in place as v = mu * v + grad?"
             )
             buf = optimizer.state[q]["momentum_buffer"]
-            v_err = (velocities[i] - buf).abs().max().item()
-            assert v_err < 1e-6, f"after step {step}, expected velocity {i} = {buf}, got {velocities[i]}"
+            assert_close(velocities[i], buf, f"after step {step}, velocity {i} (torch.optim.SGD's momentum_buffer)",
+                         atol=1e-6)
 
 
 def check_split_indices(fn):
@@ -176,9 +194,15 @@ def check_split_indices(fn):
         val_idx.sort().values, torch.arange(0, 20)
     ), "expected a random validation set, got a contiguous block (sorted datasets make that a biased sample)"
     torch.manual_seed(123)  # the global RNG state must not matter
+    state_before = torch.get_rng_state()
     again = fn(n, frac, seed=3)
     assert torch.equal(again[1], val_idx) and torch.equal(again[0], train_idx), (
         "expected the same split for the same seed (use a torch.Generator seeded with `seed`)"
+    )
+    assert torch.equal(torch.get_rng_state(), state_before), (
+        "expected the global random number generator to be left alone, but the call changed its state: "
+        "torch.manual_seed(seed) inside the function reseeds the generator the rest of the program draws from "
+        "(initialisation, dropout, shuffling); draw from your own torch.Generator().manual_seed(seed)"
     )
     other = fn(n, frac, seed=4)
     assert not torch.equal(other[1], val_idx), "expected a different split for a different seed"

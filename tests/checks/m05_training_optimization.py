@@ -11,6 +11,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from check_utils import assert_close, describe
 from torch import nn
 
 
@@ -27,7 +28,7 @@ def check_warmup_cosine_lr(fn):
                 progress = (step - warm) / (total - warm)
                 expected = low + 0.5 * (base - low) * (1 + math.cos(math.pi * progress))
             got = fn(step, base, warm, total, low)
-            assert isinstance(got, float), f"expected a Python float, got {type(got).__name__}"
+            assert isinstance(got, float), f"expected a Python float, got {describe(got)}"
             assert _close(got, expected), (
                 f"expected warmup_cosine_lr(step={step}, base_lr={base}, warmup_steps={warm}, total_steps={total}, "
                 f"min_lr={low}) = {expected:.6g}, got {got:.6g}"
@@ -45,7 +46,7 @@ def check_train_with_epoch_scheduler(fn):
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     got = fn(model, opt, sched, batches, 5, nn.MSELoss())
     expected = [0.1, 0.1, 0.05, 0.05, 0.025]
-    assert isinstance(got, list) and len(got) == 5, f"expected a list of 5 learning rates, got {got!r}"
+    assert isinstance(got, list) and len(got) == 5, f"expected a list of 5 learning rates, got {describe(got)}"
     assert all(_close(g, e) for g, e in zip(got, expected, strict=True)), (
         f"expected the lr per epoch {expected} (StepLR(step_size=2, gamma=0.5) stepped once per epoch, "
         f"3 batches per epoch), got {[round(g, 6) for g in got]}"
@@ -77,19 +78,10 @@ def check_batchnorm_train_forward(fn):
         got = fn(x, gamma, beta, running_mean, running_var, momentum, eps)
         assert isinstance(got, tuple) and len(got) == 3, "expected a tuple (y, new_running_mean, new_running_var)"
         y, new_mean, new_var = got
-        assert y.shape == (n, c), f"expected y of shape {(n, c)}, got {tuple(y.shape)}"
-        diff = (y - expected).abs().max().item()
-        assert diff < 1e-4, (
-            f"expected y normalised with the batch mean and the biased batch variance (divide by N), then "
-            f"gamma * x_hat + beta; max abs diff {diff:.3g} for N={n}"
-        )
-        assert (new_mean - exp_mean).abs().max().item() < 1e-5, (
-            f"expected new_running_mean {exp_mean.tolist()}, got {new_mean.tolist()}"
-        )
-        assert (new_var - exp_var).abs().max().item() < 1e-5, (
-            f"expected new_running_var {[round(v, 5) for v in exp_var.tolist()]} (updated with the unbiased batch "
-            f"variance, divide by N - 1), got {[round(v, 5) for v in new_var.tolist()]}"
-        )
+        assert_close(y, expected, f"y for N={n} (normalised with the batch mean and the biased batch variance, "
+                     "divide by N; then gamma * x_hat + beta)", atol=1e-4)
+        assert_close(new_mean, exp_mean, "new_running_mean ((1 - momentum) * running_mean + momentum * batch mean)")
+        assert_close(new_var, exp_var, "new_running_var (updated with the UNBIASED batch variance, divide by N - 1)")
         for before, now, name in zip(inputs, (x, gamma, beta, running_mean, running_var),
                                      ("x", "gamma", "beta", "running_mean", "running_var"), strict=True):
             assert torch.equal(before, now), f"expected {name} to be left unchanged (return new tensors instead)"
@@ -106,13 +98,10 @@ def check_fuse_linear_bn(fn):
     with torch.no_grad():
         expected = bn.eval()(linear(x))
         fused = fn(linear, bn)
-        assert isinstance(fused, nn.Linear), f"expected an nn.Linear, got {type(fused).__name__}"
+        assert isinstance(fused, nn.Linear), f"expected an nn.Linear, got {describe(fused)}"
         assert (fused.in_features, fused.out_features) == (6, 4), "expected in_features 6 and out_features 4"
-        diff = (fused(x) - expected).abs().max().item()
-    assert diff < 1e-5, (
-        f"expected fused(x) == bn.eval()(linear(x)), max abs diff {diff:.3g} (scale = weight / sqrt(running_var + "
-        f"eps); bias = (linear.bias - running_mean) * scale + bn.bias)"
-    )
+        assert_close(fused(x), expected, "fused(x) should equal bn.eval()(linear(x)) (scale = bn.weight / "
+                     "sqrt(running_var + eps); bias = (linear.bias - running_mean) * scale + bn.bias)")
 
 
 def check_mixup(fn):
@@ -124,21 +113,17 @@ def check_mixup(fn):
     assert isinstance(got, tuple) and len(got) == 2, "expected a tuple (x_mixed, y_soft)"
     x_mixed, y_soft = got
     expected_x = torch.stack([lam * x[i] + (1 - lam) * x[perm[i]] for i in range(6)])
-    assert x_mixed.shape == x.shape and (x_mixed - expected_x).abs().max().item() < 1e-6, (
-        "expected x_mixed[i] = lam * x[i] + (1 - lam) * x[perm[i]]"
-    )
+    assert_close(x_mixed, expected_x, "x_mixed[i] should be lam * x[i] + (1 - lam) * x[perm[i]]", atol=1e-6)
     assert isinstance(y_soft, torch.Tensor) and y_soft.shape == (6, 5), (
-        f"expected soft labels of shape (6, 5), got {getattr(y_soft, 'shape', type(y_soft))}"
+        f"expected soft labels of shape (6, 5), got {describe(y_soft)}"
     )
     assert y_soft.is_floating_point(), f"expected float soft labels, got {y_soft.dtype}"
     expected_y = torch.zeros(6, 5)
     for i in range(6):
         expected_y[i, y[i]] += lam
         expected_y[i, y[perm[i]]] += 1 - lam
-    assert (y_soft - expected_y).abs().max().item() < 1e-6, (
-        f"expected the labels mixed like the images, e.g. row 0 {[round(v, 4) for v in expected_y[0].tolist()]}, got "
-        f"{[round(v, 4) for v in y_soft[0].tolist()]}"
-    )
+    assert_close(y_soft, expected_y, "y_soft[i] should be lam * one_hot(y[i]) + (1 - lam) * one_hot(y[perm[i]])",
+                 atol=1e-6)
 
 
 def check_early_stopping_epoch(fn):
@@ -205,7 +190,7 @@ def check_save_checkpoint(fn):
     assert isinstance(state, dict), f"expected a dict in the checkpoint, got {type(state).__name__}"
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in state]
     assert not missing, f"expected the keys model, optimizer, scheduler and epoch; missing {missing}"
-    assert state["epoch"] == 7, f"expected epoch 7, got {state['epoch']!r}"
+    assert state["epoch"] == 7, f"expected epoch 7, got {describe(state['epoch'])}"
     assert _same_state(state["model"], model.state_dict()), "expected checkpoint['model'] == model.state_dict()"
     assert _same_state(state["optimizer"], opt.state_dict()), (
         "expected checkpoint['optimizer'] == optimizer.state_dict() (its momentum buffers included)"
@@ -236,7 +221,7 @@ def check_load_checkpoint(fn):
         "expected torch.load(..., weights_only=True), passed explicitly: weights_only=False unpickles (and can run) "
         "arbitrary code, and the default depends on the torch version and the TORCH_FORCE_*_WEIGHTS_ONLY_LOAD variables"
     )
-    assert got == 5, f"expected the stored epoch 5, got {got!r}"
+    assert got == 5, f"expected the stored epoch 5, got {describe(got)}"
     for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
         assert torch.equal(p, q), "expected the model's weights restored from checkpoint['model']"
     assert _same_state(fresh_opt.state_dict(), opt.state_dict()), (

@@ -44,6 +44,13 @@ def count_parameters__ignores_frozen(model, trainable_only=True):
     return sum(p.numel() for p in model.parameters())
 
 
+def count_parameters__counts_shared_twice(model, trainable_only=True):
+    total = 0
+    for module in model.modules():  # a weight shared by two modules is visited once per module
+        total += sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad or not trainable_only)
+    return total
+
+
 # Exercise 3
 def linear_forward(x, weight, bias):
     return x @ weight.T + bias
@@ -181,6 +188,13 @@ def split_indices__no_shuffle(n, val_fraction, seed):
 
 def split_indices__ignores_seed(n, val_fraction, seed):
     perm = torch.randperm(n)  # the global RNG: a different split on every call
+    n_val = int(n * val_fraction)
+    return perm[n_val:], perm[:n_val]
+
+
+def split_indices__reseeds_global_rng(n, val_fraction, seed):
+    torch.manual_seed(seed)  # reproducible, but it resets the generator every other part of the program uses
+    perm = torch.randperm(n)
     n_val = int(n * val_fraction)
     return perm[n_val:], perm[:n_val]
 

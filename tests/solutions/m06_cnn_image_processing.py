@@ -39,6 +39,10 @@ def conv2d_unfold__transposed_view(x, weight, bias, stride=1, padding=0):
     return out.reshape(b, o, h_out, w_out) + bias.view(1, o, 1, 1)  # viewed without moving O forward
 
 
+def conv2d_unfold__calls_torch_conv2d(x, weight, bias, stride=1, padding=0):
+    return torch.conv2d(x, weight, bias, stride, padding)  # right numbers, but not the exercise: the check forbids it
+
+
 # Exercise 3
 def max_pool2d_by_hand(x, kernel, stride):
     windows = x.unfold(2, kernel, stride).unfold(3, kernel, stride)  # (B, C, H', W', k, k)
@@ -47,6 +51,10 @@ def max_pool2d_by_hand(x, kernel, stride):
 
 def max_pool2d_by_hand__ignores_stride(x, kernel, stride):
     return x.unfold(2, kernel, 1).unfold(3, kernel, 1).amax(dim=(-2, -1))
+
+
+def max_pool2d_by_hand__uses_nn_maxpool(x, kernel, stride):
+    return nn.MaxPool2d(kernel, stride)(x)  # right numbers, but not by hand
 
 
 # Exercise 4
