@@ -275,8 +275,7 @@ def worker(args) -> dict:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)  # NCCL works on the current device: set it before the first collective
     else:
-        device = torch.device("cpu")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world) if by_torchrun else torch.get_num_threads())
+        device = torch.device("cpu")  # threads: OMP_NUM_THREADS, set by torchrun or by this script's launcher
     backend = "nccl" if use_nccl else "gloo"
 
     if by_torchrun:
@@ -299,7 +298,7 @@ def worker(args) -> dict:
         metrics = {"world_size": world, "nccl": int(use_nccl), "init_s": init_s}
         metrics.update(collectives(rank, world, device, say))
         metrics.update(ddp_section(args, rank, world, device, say))
-        metrics.update(sampler_section(args, rank, world, say))
+        metrics.update(sampler_section(args, rank, world, device, say))
         metrics.update(fsdp_section(args, rank, world, device, say))
         metrics["worker_s"] = time.perf_counter() - start
         dist.barrier()
@@ -399,7 +398,7 @@ def ddp_section(args, rank: int, world: int, device, say) -> dict:
             "single_process_test_acc": ref_acc, "ddp_steps": steps, "ddp_step_ms": 1e3 * step_s / steps}
 
 
-def sampler_section(args, rank: int, world: int, say) -> dict:
+def sampler_section(args, rank: int, world: int, device, say) -> dict:
     say.section("5. DistributedSampler and set_epoch")
     n = 12
     data = list(range(n))
@@ -427,7 +426,7 @@ def sampler_section(args, rank: int, world: int, say) -> dict:
     padded = len(flat_odd) - len(set(flat_odd))
     say(f"shards disjoint: {disjoint}; together they cover all {n} items: {covers}; each rank's shard differs "
         f"between epochs: {differ}")
-    say(f"without set_epoch the order repeats every epoch: {all_ranks_agree(repeats, 'cpu')}")
+    say(f"without set_epoch the order repeats every epoch: {all_ranks_agree(repeats, device)}")
     say(f"{n + 1} items on {world} ranks: shard sizes {[len(s) for s in odd_sizes]}, {padded} item(s) repeated "
         "as padding (drop_last=True drops the tail instead)")
     return {"sampler_disjoint": int(disjoint), "sampler_covers": int(covers), "sampler_epochs_differ": int(differ),

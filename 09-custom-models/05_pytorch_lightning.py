@@ -9,11 +9,12 @@ Sections:
    configure_optimizers) trained by a Trainer with the same seed, data order and optimizer: final loss and
    accuracy side by side, and the largest weight difference between the two models.
 4. Callbacks: ModelCheckpoint (keeps the best validation accuracy), LearningRateMonitor (logs the schedule),
-   EarlyStopping (stops when the validation loss stops improving), in a second run with precision="bf16-mixed".
-5. Loggers read back: CSVLogger's metrics.csv and TensorBoardLogger's event file, parsed, and the two compared.
-6. The best checkpoint: Trainer.test and Trainer.predict with ckpt_path="best", and
+   EarlyStopping (stops when the validation loss stops improving).
+5. precision="bf16-mixed": autocast inside the Trainer, checked with a forward hook, and its time per step.
+6. Loggers read back: CSVLogger's metrics.csv and TensorBoardLogger's event file, parsed, and the two compared.
+7. The best checkpoint: Trainer.test and Trainer.predict with ckpt_path="best", and
    LitDigits.load_from_checkpoint(..., weights_only=True) giving the same predictions.
-7. fast_dev_run: one batch of every stage, to catch a bug in seconds before a long run.
+8. fast_dev_run: one batch of every stage, to catch a bug in seconds before a long run.
 
 Run it:
     python 09-custom-models/05_pytorch_lightning.py
@@ -229,7 +230,7 @@ def main(argv=None) -> dict:
     seed_everything(args.seed)
     device = pick_device(args.device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for old in ("logs", "checkpoints", "bf16_checkpoints"):  # a rerun starts clean: no version_1, no -v1.ckpt
+    for old in ("logs", "checkpoints"):  # a rerun starts clean: no version_1, no -v1.ckpt
         shutil.rmtree(args.out_dir / old, ignore_errors=True)
     saved_levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     for name in QUIET_LOGGERS:
@@ -300,33 +301,45 @@ def run(args, device) -> dict:
           f"{'the same model' if match else 'different models'}; time {plain_s:.2f} s plain vs {lit_s:.2f} s "
           "Lightning (its per-epoch bookkeeping costs on a model this small)")
 
-    section("4. Callbacks: ModelCheckpoint, LearningRateMonitor, EarlyStopping (+ bf16-mixed precision)")
+    section("4. Callbacks: ModelCheckpoint, LearningRateMonitor, EarlyStopping")
     print(f"ModelCheckpoint kept {Path(checkpoint.best_model_path).name} "
-          f"(best val_acc {float(checkpoint.best_model_score):.4f})")
-    bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
-    precision = "bf16-mixed" if bf16_ok else "16-mixed"
+          f"(best val_acc {float(checkpoint.best_model_score):.4f}); LearningRateMonitor logged lr-SGD (section 5)")
     early = EarlyStopping(monitor="val_loss", mode="min", patience=2, min_delta=0.005)
     max_early = 10 if args.smoke else 40
     # three times the learning rate: the validation loss bottoms out within a few epochs, so the callback has work
-    lit16 = LitDigits(hidden=args.hidden, lr=3 * args.lr, epochs=max_early, seed=args.seed)
-    trainer16 = make_trainer(device, args.out_dir, max_epochs=max_early, precision=precision, logger=False,
-                             callbacks=[early, ModelCheckpoint(dirpath=args.out_dir / "bf16_checkpoints",
-                                                               monitor="val_loss")])
-    seen_dtypes = set()  # what the first Linear actually produced during training, recorded by a forward hook
-    hook = lit16.net[0].register_forward_hook(lambda mod, inp, out: seen_dtypes.add(str(out.dtype)))
-    trainer16.fit(lit16, datamodule=DigitsDataModule(splits, args.batch_size, args.seed))
-    hook.remove()
-    bf16_acc = float(trainer16.callback_metrics["val_acc"])
-    stopped = trainer16.current_epoch  # epochs actually run
-    print(f"precision={precision!r}{'' if bf16_ok else ' (no native bf16 on this GPU)'}: the first Linear's "
-          f"outputs were {sorted(seen_dtypes)} under autocast, its weight stays {lit16.net[0].weight.dtype}; "
-          f"val acc {bf16_acc:.2%}")
+    lit_es = LitDigits(hidden=args.hidden, lr=3 * args.lr, epochs=max_early, seed=args.seed)
+    trainer_es = make_trainer(device, args.out_dir, max_epochs=max_early, logger=False, enable_checkpointing=False,
+                              callbacks=[early])
+    t0 = time.perf_counter()
+    trainer_es.fit(lit_es, datamodule=DigitsDataModule(splits, args.batch_size, args.seed))
+    fp32_step_ms = 1e3 * (time.perf_counter() - t0) / max(1, trainer_es.global_step)
+    stopped = trainer_es.current_epoch  # epochs actually run
     print(f"EarlyStopping(val_loss, patience=2, min_delta=0.005), lr {3 * args.lr:g}: ran {stopped} of at most "
-          f"{max_early} epochs "
-          f"({'stopped early' if early.stopped_epoch else 'never triggered'}; best val_loss "
+          f"{max_early} epochs ({'stopped early' if early.stopped_epoch else 'never triggered'}; best val_loss "
           f"{float(early.best_score):.4f})")
 
-    section("5. Loggers read back")
+    section("5. precision='bf16-mixed'")
+    bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+    precision = "bf16-mixed" if bf16_ok else "16-mixed"
+    bf16_epochs = 1 if args.smoke else 3
+    lit16 = LitDigits(hidden=args.hidden, lr=3 * args.lr, epochs=bf16_epochs, seed=args.seed)
+    trainer16 = make_trainer(device, args.out_dir, max_epochs=bf16_epochs, precision=precision, logger=False,
+                             enable_checkpointing=False)
+    seen_dtypes = set()  # what the first Linear actually produced during training, recorded by a forward hook
+    hook = lit16.net[0].register_forward_hook(lambda mod, inp, out: seen_dtypes.add(str(out.dtype)))
+    t0 = time.perf_counter()
+    trainer16.fit(lit16, datamodule=DigitsDataModule(splits, args.batch_size, args.seed))
+    bf16_step_ms = 1e3 * (time.perf_counter() - t0) / max(1, trainer16.global_step)
+    hook.remove()
+    bf16_acc = float(trainer16.callback_metrics["val_acc"])
+    print(f"precision={precision!r}{'' if bf16_ok else ' (no native bf16 on this GPU)'}, {bf16_epochs} epoch(s): "
+          f"the first Linear's outputs were {sorted(seen_dtypes)} under autocast, its weight stays "
+          f"{lit16.net[0].weight.dtype}; val acc {bf16_acc:.2%}")
+    print(f"time per training step (validation included): {bf16_step_ms:.1f} ms mixed vs {fp32_step_ms:.1f} ms "
+          f"float32 (section 4's run) = {fp32_step_ms / bf16_step_ms:.2f}x speed; a CPU without native bf16 "
+          "matrix units is slower in bf16, a recent GPU faster")
+
+    section("6. Loggers read back")
     rows = read_csv_metrics(logs / "csv" / "version_0" / "metrics.csv")
     csv_val = [r["val_acc"] for r in rows if "val_acc" in r]
     csv_lr = [r["lr-SGD"] for r in rows if "lr-SGD" in r]
@@ -339,22 +352,22 @@ def run(args, device) -> dict:
     print(f"event file: scalar tags {sorted(tb)}; val_acc matches the CSV: max abs difference {tb_vs_csv:.2e}")
     print(f"  (tensorboard --logdir {logs / 'tensorboard'} shows the curves)")
 
-    section("6. The best checkpoint: test, predict, load_from_checkpoint")
+    section("7. The best checkpoint: test, predict, load_from_checkpoint")
     best = checkpoint.best_model_path
     best_test = trainer.test(lit, datamodule=datamodule, ckpt_path="best", weights_only=True,
                              verbose=False)[0]["test_acc"]
     predicted = torch.cat(trainer.predict(lit, datamodule=datamodule, ckpt_path="best", weights_only=True))
     # weights_only=True: the checkpoint holds tensors and plain hyperparameters only, nothing to unpickle
-    reloaded = LitDigits.load_from_checkpoint(best, map_location="cpu", weights_only=True)
+    reloaded = LitDigits.load_from_checkpoint(best, map_location=device, weights_only=True)
     reloaded.eval()
     with torch.no_grad():
-        again = reloaded(splits["test"][0]).argmax(1)
+        again = reloaded(splits["test"][0].to(device)).argmax(1).cpu()
     same = torch.equal(predicted.cpu(), again)
     print(f"Trainer.test(ckpt_path='best'): test accuracy {best_test:.2%} (the final weights: {lit_test:.2%})")
     print(f"load_from_checkpoint rebuilt LitDigits{dict(reloaded.hparams)} from {Path(best).name}; its predictions "
           f"equal Trainer.predict(ckpt_path='best') on all {len(again)} test digits: {same}")
 
-    section("7. fast_dev_run")
+    section("8. fast_dev_run")
     dev_root = args.out_dir / "fast_dev_run"
     shutil.rmtree(dev_root, ignore_errors=True)
     dev = make_trainer(device, dev_root, fast_dev_run=True)
@@ -377,7 +390,8 @@ def run(args, device) -> dict:
             "bf16_val_acc": bf16_acc, "bf16_used": int(bf16_ok),
             "low_precision_activations": int(seen_dtypes <= {"torch.bfloat16", "torch.float16"} and bool(seen_dtypes)), "early_stop_epochs": stopped,
             "early_stop_max_epochs": max_early, "early_stopped": int(early.stopped_epoch > 0),
-            "fast_dev_run_batches": dev_batches, "fast_dev_run_files": len(dev_files), "plain_train_s": plain_s, "lightning_train_s": lit_s}
+            "fast_dev_run_batches": dev_batches, "fp32_step_ms": fp32_step_ms, "bf16_step_ms": bf16_step_ms,
+            "fast_dev_run_files": len(dev_files), "plain_train_s": plain_s, "lightning_train_s": lit_s}
 
 
 if __name__ == "__main__":
