@@ -134,7 +134,7 @@ def launch(args, argv: list[str], device: torch.device) -> dict:
     result_file = log_dir / "rank0_results.json"
     for stale in [result_file, *log_dir.glob("rank*.error.json")]:
         stale.unlink(missing_ok=True)
-    print(f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port} (a free port from bind(('127.0.0.1', 0))), WORLD_SIZE={args.nproc}")
+    print(f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port} (a free port: bind(('127.0.0.1', 0))), WORLD_SIZE={args.nproc}")
     print(f"starting {args.nproc} processes: python {Path(__file__).name} with RANK/LOCAL_RANK set; each imports "
           "torch and scikit-learn first (2-3 s of CPU each)")
     threads = max(1, (os.cpu_count() or 1) // args.nproc)  # the cores are shared: no oversubscription

@@ -10,7 +10,8 @@ Sections:
    accuracy side by side, and the largest weight difference between the two models.
 4. Callbacks: ModelCheckpoint (keeps the best validation accuracy), LearningRateMonitor (logs the schedule),
    EarlyStopping (stops when the validation loss stops improving).
-5. precision="bf16-mixed": autocast inside the Trainer, checked with a forward hook, and its time per step.
+5. precision="bf16-mixed": autocast inside the Trainer, checked with a forward hook, and its time per step
+   (measured by a small custom Callback).
 6. Loggers read back: CSVLogger's metrics.csv and TensorBoardLogger's event file, parsed, and the two compared.
 7. The best checkpoint: Trainer.test and Trainer.predict with ckpt_path="best", and
    LitDigits.load_from_checkpoint(..., weights_only=True) giving the same predictions.
@@ -20,8 +21,8 @@ Run it:
     python 09-custom-models/05_pytorch_lightning.py
     python 09-custom-models/05_pytorch_lightning.py --epochs 20 --lr 0.1
 
-Takes about 30 seconds on a 2-core CPU (importing pytorch_lightning alone takes several seconds; --smoke is
-still about 10 s for that reason). What to look for: the plain loop and Lightning reaching the same accuracy
+Takes about 40 seconds on a 2-core CPU (importing pytorch_lightning alone takes several seconds; --smoke is
+still about 12 s for that reason). What to look for: the plain loop and Lightning reaching the same accuracy
 (and, on a CPU, the same weights to the last bit), the epoch EarlyStopping stopped at, the logged values read back
 from both loggers, and the reloaded checkpoint predicting exactly what Trainer.predict does. Everything Lightning
 writes (logs, checkpoints) goes under --out-dir; nothing lands in the working directory.
@@ -169,6 +170,24 @@ class LitDigits(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+class StepTimer(pl.Callback):
+    """A callback: hooks the Trainer calls around every training batch (forward, backward, optimizer step)."""
+
+    def __init__(self):
+        self.times = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.times.append(time.perf_counter() - self.t0)
+
+    def median_ms(self) -> float:
+        return 1e3 * float(np.median(self.times))
+
+
 def plain_loop(splits, args, epochs: int, device) -> tuple[nn.Module, dict]:
     """Module 04's loop, written out: the reference the Lightning version must reproduce."""
     model = make_net(args.hidden, args.seed).to(device)
@@ -308,36 +327,39 @@ def run(args, device) -> dict:
     max_early = 10 if args.smoke else 40
     # three times the learning rate: the validation loss bottoms out within a few epochs, so the callback has work
     lit_es = LitDigits(hidden=args.hidden, lr=3 * args.lr, epochs=max_early, seed=args.seed)
+    fp32_timer = StepTimer()
     trainer_es = make_trainer(device, args.out_dir, max_epochs=max_early, logger=False, enable_checkpointing=False,
-                              callbacks=[early])
-    t0 = time.perf_counter()
+                              callbacks=[early, fp32_timer])
     trainer_es.fit(lit_es, datamodule=DigitsDataModule(splits, args.batch_size, args.seed))
-    fp32_step_ms = 1e3 * (time.perf_counter() - t0) / max(1, trainer_es.global_step)
+    fp32_step_ms = fp32_timer.median_ms()
     stopped = trainer_es.current_epoch  # epochs actually run
     print(f"EarlyStopping(val_loss, patience=2, min_delta=0.005), lr {3 * args.lr:g}: ran {stopped} of at most "
           f"{max_early} epochs ({'stopped early' if early.stopped_epoch else 'never triggered'}; best val_loss "
           f"{float(early.best_score):.4f})")
 
     section("5. precision='bf16-mixed'")
-    bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+    native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    bf16_ok = device.type == "cpu" or native_bf16
     precision = "bf16-mixed" if bf16_ok else "16-mixed"
     bf16_epochs = 1 if args.smoke else 3
     lit16 = LitDigits(hidden=args.hidden, lr=3 * args.lr, epochs=bf16_epochs, seed=args.seed)
+    bf16_timer = StepTimer()
     trainer16 = make_trainer(device, args.out_dir, max_epochs=bf16_epochs, precision=precision, logger=False,
-                             enable_checkpointing=False)
+                             enable_checkpointing=False, callbacks=[bf16_timer])
     seen_dtypes = set()  # what the first Linear actually produced during training, recorded by a forward hook
     hook = lit16.net[0].register_forward_hook(lambda mod, inp, out: seen_dtypes.add(str(out.dtype)))
-    t0 = time.perf_counter()
     trainer16.fit(lit16, datamodule=DigitsDataModule(splits, args.batch_size, args.seed))
-    bf16_step_ms = 1e3 * (time.perf_counter() - t0) / max(1, trainer16.global_step)
+    bf16_step_ms = bf16_timer.median_ms()
     hook.remove()
     bf16_acc = float(trainer16.callback_metrics["val_acc"])
-    print(f"precision={precision!r}{'' if bf16_ok else ' (no native bf16 on this GPU)'}, {bf16_epochs} epoch(s): "
+    print(f"precision={precision!r}{'' if bf16_ok else ' (no native bf16 on this device)'}, {bf16_epochs} epoch(s): "
           f"the first Linear's outputs were {sorted(seen_dtypes)} under autocast, its weight stays "
           f"{lit16.net[0].weight.dtype}; val acc {bf16_acc:.2%}")
-    print(f"time per training step (validation included): {bf16_step_ms:.1f} ms mixed vs {fp32_step_ms:.1f} ms "
-          f"float32 (section 4's run) = {fp32_step_ms / bf16_step_ms:.2f}x speed; a CPU without native bf16 "
-          "matrix units is slower in bf16, a recent GPU faster")
+    faster = bf16_step_ms < fp32_step_ms
+    ratio = max(bf16_step_ms, fp32_step_ms) / min(bf16_step_ms, fp32_step_ms)
+    print(f"median training step (a StepTimer callback): {bf16_step_ms:.2f} ms {precision} vs {fp32_step_ms:.2f} ms "
+          f"float32 (section 4's run): {'faster' if faster else 'slower'} by {ratio:.2f}x here"
+          + ("" if faster else " (without native bf16 matrix units it is emulated; Ampere+ GPUs and AMX CPUs gain)"))
 
     section("6. Loggers read back")
     rows = read_csv_metrics(logs / "csv" / "version_0" / "metrics.csv")
@@ -388,7 +410,8 @@ def run(args, device) -> dict:
             "lr_first": csv_lr[0] if csv_lr else 0.0, "lr_last": csv_lr[-1] if csv_lr else 0.0,
             "tensorboard_vs_csv_max_abs_diff": tb_vs_csv if tb_vs_csv != float("inf") else -1.0,
             "bf16_val_acc": bf16_acc, "bf16_used": int(bf16_ok),
-            "low_precision_activations": int(seen_dtypes <= {"torch.bfloat16", "torch.float16"} and bool(seen_dtypes)), "early_stop_epochs": stopped,
+            "low_precision_activations": int(bool(seen_dtypes) and seen_dtypes <= {"torch.bfloat16", "torch.float16"}),
+            "early_stop_epochs": stopped,
             "early_stop_max_epochs": max_early, "early_stopped": int(early.stopped_epoch > 0),
             "fast_dev_run_batches": dev_batches, "fp32_step_ms": fp32_step_ms, "bf16_step_ms": bf16_step_ms,
             "fast_dev_run_files": len(dev_files), "plain_train_s": plain_s, "lightning_train_s": lit_s}
