@@ -1,0 +1,110 @@
+"""Smoke runs of module 09's production lessons (04 distributed, 05 Lightning, 06 ONNX), with assertions that prove
+each lesson did its job.
+
+These are the slowest smoke runs of the course for reasons no --smoke can remove: 04 starts two Python processes
+that each import torch (2-3 s of CPU apiece), 05 imports pytorch_lightning (several seconds), 06 runs the dynamo
+ONNX exporter three times (the first trace costs seconds).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from harness import REPO, run_inprocess, subprocess_env
+
+pytestmark = pytest.mark.smoke
+
+DIST = "09-custom-models/04_distributed_basics.py"
+LIGHTNING = "09-custom-models/05_pytorch_lightning.py"
+ONNX = "09-custom-models/06_onnx_export.py"
+
+
+def test_04_distributed_basics(run_lesson):
+    m = run_lesson(DIST)
+    assert m["world_size"] == 2 and m["launched_by_torchrun"] == 0
+    # collectives: integers in float32, so the sum is exact; every rank checked its own copy
+    assert m["all_reduce_exact"] == 1 and m["broadcast_ok"] == 1 and m["all_gather_ok"] == 1
+    # two half-batches through DDP give the full batch's gradient, and training stays on the single-process path
+    assert m["ddp_grad_max_abs_diff"] < 1e-6
+    assert m["ddp_param_max_abs_diff"] < 1e-5
+    assert m["ddp_test_acc"] > 0.5 and abs(m["ddp_test_acc"] - m["single_process_test_acc"]) <= 0.01
+    assert m["ddp_steps"] == 22  # 1400 digits / 2 ranks / 32 per rank, rounded up: the sampler split the data
+    # DistributedSampler: disjoint, covering shards; set_epoch reshuffles; without it the order repeats
+    assert m["sampler_disjoint"] == 1 and m["sampler_covers"] == 1 and m["sampler_epochs_differ"] == 1
+    assert m["sampler_repeats_without_set_epoch"] == 1 and m["sampler_padded_items"] == 1
+    # FSDP2: half of every weight per rank, same training as the unsharded model
+    assert m["fsdp_ran"] == 1 and m["fsdp_param_max_abs_diff"] < 1e-6
+    assert abs(m["fsdp_local_param_fraction"] - 0.5) < 0.01
+
+
+def test_04_a_failing_worker_is_reported_and_nothing_hangs(tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "cwd").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        run_inprocess(DIST, ["--smoke", "--device", "cpu", "--fail-rank", "1", "--timeout", "60",
+                             "--out-dir", str(out)], tmp_path / "cwd")
+    message = str(exit_info.value.code)
+    assert "worker rank 1 raised RuntimeError: simulated failure on rank 1" in message
+    assert "(the first failure)" in message and "other workers were stopped" in message
+    assert not (out / "metrics.json").exists()  # nothing half-written
+
+
+@pytest.mark.subprocess
+def test_04_runs_under_torchrun(tmp_path):
+    """The same file as torchrun's worker: it reads RANK/WORLD_SIZE/LOCAL_RANK from the environment."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / DIST), "--smoke", "--device", "cpu", "--out-dir", str(out)]
+    env = subprocess_env()
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"torchrun exited {done.returncode}:\n{done.stderr[-3000:]}"
+    assert "started by torchrun" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["launched_by_torchrun"] == 1 and metrics["world_size"] == 2
+    assert metrics["ddp_grad_max_abs_diff"] < 1e-6 and metrics["all_reduce_exact"] == 1
+
+
+def test_05_pytorch_lightning(run_lesson, device, tmp_path):
+    m = run_lesson(LIGHTNING)
+    # the plain loop and the Trainer: same seed, data order and optimizer -> the same model
+    assert m["plain_test_acc"] > 0.8 and m["lightning_test_acc"] > 0.8
+    if device == "cpu":
+        assert m["plain_vs_lightning_weight_max_abs_diff"] == 0.0 and m["plain_matches_lightning"] == 1
+    assert abs(m["plain_val_acc"] - m["lightning_val_acc"]) <= 0.01
+    assert abs(m["plain_train_loss"] - m["lightning_train_loss"]) < 1e-3
+    # the best checkpoint, reloaded with weights_only=True, predicts exactly what Trainer.predict does
+    assert m["reload_predictions_equal"] == 1 and m["best_ckpt_test_acc"] > 0.8
+    assert m["best_val_acc"] >= m["lightning_val_acc"] - 1e-9
+    # both loggers hold one val_acc per epoch (3 in --smoke), identical; LearningRateMonitor saw the cosine decay
+    assert m["csv_val_acc_rows"] == 3 and m["csv_lr_rows"] == 3
+    assert 0 <= m["tensorboard_vs_csv_max_abs_diff"] < 1e-6
+    assert m["lr_last"] < m["lr_first"]
+    # bf16-mixed really ran in low precision and learned; EarlyStopping stopped before the cap
+    assert m["low_precision_activations"] == 1 and m["bf16_val_acc"] > 0.5  # one epoch in --smoke
+    assert m["early_stopped"] == 1 and m["early_stop_epochs"] < m["early_stop_max_epochs"]
+    assert m["fast_dev_run_batches"] == 1 and m["fast_dev_run_files"] == 0
+    # everything under --out-dir: no lightning_logs/ or checkpoints/ in the working directory
+    assert not list((tmp_path / "cwd").iterdir())
+
+
+def test_06_onnx_export(run_lesson, tmp_path):
+    m = run_lesson(ONNX)
+    assert m["eager_test_acc"] > 0.8
+    assert m["input_batch_dynamic"] == 1 and m["onnx_conv_nodes"] == 2
+    assert m["ort_max_abs_diff"] <= 1e-4 and m["ort_test_acc"] == m["eager_test_acc"]
+    # int8: Gemm weights quantised, a much smaller file, nearly the same answers
+    assert m["int8_matmulinteger_nodes"] == 2
+    assert m["int8_onnx_bytes"] < 0.5 * m["fp32_onnx_bytes"]
+    assert m["int8_agreement"] > 0.95 and m["int8_test_acc"] >= m["ort_test_acc"] - 0.03
+    # pitfalls happened: train-mode export keeps a live Dropout, the .onnx alone does not load, batch 1 was baked in
+    assert m["train_export_dropout_nodes"] == 1 and m["train_export_mismatch"] == 1
+    assert m["train_export_nondeterministic"] == 1
+    assert m["external_data_files"] == 2 and m["load_without_data_fails"] == 1
+    assert m["external_data_max_abs_diff"] == 0.0
+    assert m["fixed_batch_dim"] == 1 and m["fixed_batch_32_fails"] == 1
+    onnx_dir = tmp_path / "out" / "onnx"
+    assert (onnx_dir / "digits.onnx").is_file() and (onnx_dir / "digits_int8.onnx").is_file()
+    assert os.path.getsize(onnx_dir / "with_external_data" / "digits.onnx.data") > 100_000
