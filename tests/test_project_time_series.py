@@ -1,0 +1,140 @@
+"""10-projects/project_time_series.py: the demo, the three subcommands as a learner runs them, resume, bad inputs."""
+
+import csv
+import json
+import math
+import random
+
+import pytest
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_time_series.py"
+
+
+def write_daily_csv(path, rows=300, seed=0):
+    import datetime as dt
+
+    rng = random.Random(seed)
+    start = dt.date(2023, 1, 1)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["day", "visits", "promo"])
+        for i in range(rows):
+            promo = 1.0 if rng.random() < 0.1 else 0.0
+            visits = 100 + 0.05 * i + 10 * math.sin(2 * math.pi * i / 7) + 8 * promo + rng.gauss(0, 2)
+            w.writerow([(start + dt.timedelta(days=i)).isoformat(), f"{visits:.3f}", promo])
+    return path
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert m["generated_forecast_rows"] == 24 and m["sp500_forecast_rows"] == 6
+    # the generated series is seasonal: the naive forecast is far off, the model starts from seasonal-naive
+    assert m["generated_mae_naive"] > 1.5 * m["generated_mae_seasonal_naive"]
+    assert m["generated_ratio_vs_seasonal_naive"] < 1.1, "the model must stay close to or beat seasonal-naive"
+    assert 0.5 < m["generated_coverage_80"] <= 1.0, "the 80% interval must cover most test values"
+    assert m["sp500_mae_naive"] == m["sp500_mae_seasonal_naive"], "no season in a monthly index: the two coincide"
+
+
+def run_cli(tmp_path, *args):
+    return run_subprocess(PROJECT, ["--device", "cpu", *map(str, args)], tmp_path)
+
+
+def test_train_evaluate_predict_as_a_learner(tmp_path):
+    data = write_daily_csv(tmp_path / "visits.csv")
+    ckpt = tmp_path / "ckpt"
+    done = run_cli(tmp_path, "train", "--csv", data, "--window", 14, "--horizon", 7, "--epochs", 3,
+                   "--hidden", 16, "--ckpt-dir", ckpt)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["project"] == "project_time_series" and config["columns"] == ["visits", "promo"]
+    assert config["season"] == 7, "the weekly cycle must be detected from the training part"
+    assert config["val_start"] < config["test_start"] < config["rows"] == 300
+
+    done = run_cli(tmp_path, "evaluate", "--csv", data, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["naive_mae"] > m["seasonal_naive_mae"], "weekly data: seasonal-naive beats naive"
+    assert m["forecasts"] == 300 - config["test_start"] - 7 + 1, "one forecast per test origin"
+    assert (tmp_path / "ev" / "forecast.png").stat().st_size > 10_000
+
+    out = tmp_path / "next.csv"
+    done = run_cli(tmp_path, "predict", "--csv", data, "--ckpt-dir", ckpt, "--output", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["day", "visits_p10", "visits_median", "visits_p90"]
+    assert [r[0] for r in rows[1:]] == [f"2023-10-{d:02d}" for d in range(28, 32)] + ["2023-11-01", "2023-11-02",
+                                                                                     "2023-11-03"]
+    assert all(float(r[1]) <= float(r[2]) <= float(r[3]) for r in rows[1:]), "quantiles must not cross"
+
+
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path):
+    project = load_script(REPO / PROJECT)
+    data = write_daily_csv(tmp_path / "visits.csv", rows=200)
+    common = ["--device", "cpu", "--out-dir", str(tmp_path / "o")]
+    train = ["train", "--csv", str(data), "--window", "14", "--horizon", "7", "--hidden", "8", "--patience", "50",
+             "--ckpt-dir", str(tmp_path / "ck")]
+    first = project.main(common + train + ["--epochs", "2"])
+    assert first["epochs_run"] == 2
+    resumed = project.main(common + train + ["--epochs", "4", "--resume"])
+    assert resumed["epochs_run"] == 2, "resume continues at epoch 3, not from scratch"
+    again = project.main(common + train + ["--epochs", "4", "--resume"])
+    assert again["epochs_run"] == 0, "resuming a finished run trains nothing"
+
+
+@pytest.fixture
+def project_main(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+
+    def fails(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        assert "Traceback" not in err
+        return err
+
+    return project, fails
+
+
+def test_bad_data_gets_one_line(tmp_path, project_main):
+    _, fails = project_main
+    assert "no such CSV" in fails("train", "--csv", tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("day,visits\n")
+    assert "no data rows" in fails("train", "--csv", tmp_path / "empty.csv")
+    (tmp_path / "text.csv").write_text("day,visits\n1,3.0\n2,lots\n")
+    assert "line 3" in fails("train", "--csv", tmp_path / "text.csv")
+    (tmp_path / "gap.csv").write_text("day,visits\n1,3.0\n2,\n")
+    assert "is empty" in fails("train", "--csv", tmp_path / "gap.csv")
+    (tmp_path / "back.csv").write_text("day,visits\n1,3.0\n3,2.0\n2,1.0\n")
+    assert "does not come after" in fails("train", "--csv", tmp_path / "back.csv")
+    short = write_daily_csv(tmp_path / "short.csv", rows=40)
+    assert "too short" in fails("train", "--csv", short, "--window", 30, "--horizon", 7)
+    data = write_daily_csv(tmp_path / "ok.csv", rows=120)
+    assert "column 'sales'" in fails("train", "--csv", data, "--target", "sales")
+
+
+def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
+    project, fails = project_main
+    data = write_daily_csv(tmp_path / "visits.csv", rows=200)
+    ckpt = tmp_path / "ck"
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--csv", str(data), "--window", "14",
+                  "--horizon", "7", "--epochs", "1", "--hidden", "8", "--ckpt-dir", str(ckpt)])
+    out = tmp_path / "forecast.csv"
+    assert "run `train` first" in fails("predict", "--csv", data, "--ckpt-dir", tmp_path / "nothing")
+    other = json.loads((ckpt / "config.json").read_text())
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    (other_dir / "config.json").write_text(json.dumps({**other, "project": "project_image_classifier"}))
+    assert "project_image_classifier" in fails("predict", "--csv", data, "--ckpt-dir", other_dir, "--output", out)
+    weights = (ckpt / "model.pt").read_bytes()
+    (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
+    assert "cannot be loaded" in fails("predict", "--csv", data, "--ckpt-dir", ckpt, "--output", out)
+    (ckpt / "model.pt").write_bytes(weights)
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("\n".join(line.rsplit(",", 1)[0] for line in data.read_text().splitlines()) + "\n")
+    assert "columns" in fails("predict", "--csv", fewer, "--ckpt-dir", ckpt, "--output", out)
+    assert not out.exists(), "a failed predict writes no forecast file"
