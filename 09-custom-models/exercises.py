@@ -1,8 +1,12 @@
 """Module 09 exercises: custom models, ensembles, mixed precision, distributed, Lightning, ONNX and custom ops.
 
 Replace each `raise NotImplementedError(...)` with your code, then check your work with either
-    python 09-custom-models/exercises.py     (a table: done / failing / to do, and a hint for the next one)
-    pytest -k "09-"                          (unfinished exercises are skipped with a hint)
+    .venv/bin/python 09-custom-models/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 09-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 09-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
+
 The lessons 01-07 of this folder show every idea needed here.
 """
 
