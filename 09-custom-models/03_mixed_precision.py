@@ -12,8 +12,9 @@ Sections:
    fp32 / TF32 / bf16 autocast / fp16 autocast + GradScaler / bf16 + channels_last (the rows this device has).
 5. Why fp16 needs GradScaler: on the trained net, the gradient entries that are non-zero in fp32 but flushed to
    zero by fp16 (below its smallest subnormal, 6e-8), counted without and with loss scaling, and in bf16.
-The old torch.cuda.amp.autocast / torch.cuda.amp.GradScaler are replaced by torch.amp.autocast("cuda", ...) and
-torch.amp.GradScaler("cuda"); the same two names serve the CPU ("cpu") and Apple GPUs ("mps").
+The old CUDA-only module torch.cuda.amp (its autocast and GradScaler, deprecated) is replaced by
+torch.amp.autocast("cuda", ...) and torch.amp.GradScaler("cuda"); the same two names serve the CPU ("cpu") and Apple
+GPUs ("mps").
 
 Data: scikit-learn's load_digits (1,797 real 8x8 handwritten digits), drawn in random foreground/background colours
 (3 channels) and, on a GPU, upsampled to 64x64 so that the net is compute-bound, as a real vision model is.

@@ -69,9 +69,12 @@ def test_02_model_ensembles(run_lesson, device):
         assert m[f"{name}_ensemble_test_acc"] > 0.8, name  # chance is 10%
         for which in ("best_member", "ensemble"):
             assert 0.0 <= m[f"{name}_{which}_test_ece"] <= 1.0
-    # the ensemble of independently trained members beats its best member on NLL and calibration
+    # the ensemble of independently trained members beats its best member (chosen on validation) on NLL
     assert m["independent_ensemble_test_nll"] < m["independent_best_member_test_nll"]
-    assert m["independent_ensemble_test_ece"] <= m["independent_best_member_test_ece"]
+    for name in ("independent", "bagging", "snapshot"):  # -log is convex: averaged probs never lose to the mean
+        assert m[f"{name}_ensemble_test_nll"] <= m[f"{name}_mean_member_test_nll"] + 1e-6, name
+    # calibration: at least as good as the best member's, within the noise of ECE on 809 test digits (~0.01)
+    assert m["independent_ensemble_test_ece"] <= m["independent_best_member_test_ece"] + 0.02
     assert m["independent_vote_test_acc"] > 0.8 and m["independent_logits_avg_test_acc"] > 0.8
     # vmap over stacked weights computes what the Python loop computes (TF32 is off for fp32 matmuls by default)
     assert m["vmap_vs_loop_max_abs_diff"] < 1e-5
@@ -113,7 +116,8 @@ def test_03_mixed_precision(run_lesson, device):
         assert m["bf16_available"] == 1 and m["fp16_available"] == 1  # torch 2.11's CPU autocast has both
     # the table: every row trains the same net to the same accuracy within noise
     assert m["fp32_test_acc"] > 0.5  # chance is 10%
-    assert m["table_rows"] == (5 if device == "cuda" else 1 + m["bf16_available"] * 2 + m["fp16_available"])
+    tf32_row = int(device == "cuda")  # bf16 rows need native bf16 (Ampere+): a T4 skips them
+    assert m["table_rows"] == 1 + tf32_row + 2 * m["bf16_available"] + m["fp16_available"]
     assert m["max_acc_diff_vs_fp32"] <= max(m["acc_noise_2se"], 0.1)
     assert m["fp32_step_ms"] > 0 and m["fp32_vs_fp32_speedup"] == 1.0
     # fp16 without loss scaling flushes small gradients to zero; the scaler keeps (almost) all of them
