@@ -26,7 +26,7 @@ Run it:
 Takes about 30 seconds on a 2-core CPU the first time (most of it the inductor C++ compile of section 9; the compiled
 kernels are cached, so a second run is faster); --smoke takes a few seconds (it compiles with backend="aot_eager",
 which traces the model but generates no code). What to look for: "max |block(x) - x| = 0" after the custom init,
-test accuracy near 97%, how many digits leave early (and that noisy digits go deeper), the parameter counts with
+test accuracy near 98%, how many digits leave early (and that noisy digits go deeper), the parameter counts with
 and without tying, the exact missing/unexpected keys, and the compile time and speedup.
 """
 

@@ -91,7 +91,7 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32, help="digits per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (cosine schedule)")
     parser.add_argument("--weight-decay", type=float, default=0.0,
-                        help="SGD weight decay (L2); 0 lets members grow confident, as big networks do")
+                        help="Adam weight decay (L2); 0 lets members grow confident, as big networks do")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
@@ -139,7 +139,7 @@ def batches(x, y, batch_size: int, generator: torch.Generator):
 
 
 def train_epochs(model, optimizer, x, y, epochs, batch_size, generator, lr_at, on_epoch_end=None) -> None:
-    """SGD over (x, y) on the model's device; lr_at(step) sets the learning rate before every step."""
+    """Train on (x, y) (on the model's device); lr_at(step) sets the learning rate before every step."""
     step = 0
     for epoch in range(epochs):
         model.train()
@@ -235,7 +235,8 @@ def main(argv=None) -> dict:
     metrics = {"members": k, "epochs": epochs}
 
     section("1. Data: real handwritten digits")
-    data = {name: (x.to(device), y.to(device)) for name, (x, y) in load_digit_splits(args.seed, args.train_fraction).items()}
+    splits = load_digit_splits(args.seed, args.train_fraction)
+    data = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     print(f"load_digits as 64 pixels each: train {len(y_train)}, val {len(y_val)}, test {len(y_test)}; "
           f"{k} members of a {hidden}-wide BatchNorm MLP, {epochs} epochs each")
@@ -261,8 +262,8 @@ def main(argv=None) -> dict:
         idx = torch.randint(len(y_train), (len(y_train),), generator=g).to(device)
         torch.manual_seed(args.seed * 1000 + 500 + i)
         member = make_member(hidden).to(device)
-        train_epochs(member, adam(member, args.lr, args.weight_decay), x_train[idx], y_train[idx], epochs, args.batch_size, g,
-                     cosine(args.lr, epochs * steps_per_epoch))
+        train_epochs(member, adam(member, args.lr, args.weight_decay), x_train[idx], y_train[idx], epochs,
+                     args.batch_size, g, cosine(args.lr, epochs * steps_per_epoch))
         bagged.append(member)
     ensembles["bagging"] = bagged
     unique = len(torch.unique(idx)) / len(y_train)
