@@ -99,11 +99,24 @@ def test_06_training_loop(run_lesson):
     assert m["reproducibility_max_abs_diff"] == 0.0
 
 
-def test_07_mlp_classification_offline_stand_in(run_lesson):
+def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path):
     m = run_lesson(MLP)  # no MNIST under the temporary cwd's data/: synthetic digits
     assert m["used_real_mnist"] == 0
+    assert m["n_train"] + m["n_val"] == 1500 and m["n_val"] == 150  # validation held out of the training images
     assert m["last_epoch_train_loss"] < m["first_epoch_train_loss"]
-    assert m["test_accuracy"] > 0.35  # chance is 0.10; two tiny epochs already clear it by far
+    assert m["last_epoch_val_accuracy"] > 0.35 and m["test_accuracy"] > 0.35  # chance is 0.10
+    # blind to pixel order: permuted W1 columns give the same logits, and training on shuffled pixels the same model
+    assert m["permuted_weights_max_abs_diff"] < 1e-4
+    assert abs(m["shuffled_pixels_test_accuracy"] - m["test_accuracy"]) < 0.03
+    assert m["shuffled_pixels_prediction_agreement"] > 0.95
+    for name in ("test_predictions.png", "training_curves.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000, name
+
+
+def test_07_mlp_classification_batch_larger_than_data(run_lesson):
+    m = run_lesson(MLP, "--offline", "--epochs", "1", "--batch-size", "100000", "--synthetic-train", "20",
+                   "--synthetic-test", "10", "--hidden", "1", smoke=False)
+    assert m["n_train"] == 18 and m["n_val"] == 2 and m["batch_size"] == 18 and m["epochs"] == 1
 
 
 def write_idx_mnist(root, n_train: int = 300, n_test: int = 100) -> None:
@@ -126,7 +139,7 @@ def test_07_mlp_classification_reads_real_mnist_files(run_lesson, tmp_path):
     # --smoke never downloads but uses MNIST files that are already on disk, through torchvision.datasets.MNIST
     m = run_lesson(MLP, "--data-dir", str(tmp_path / "mnist_root"))
     assert m["used_real_mnist"] == 1
-    assert m["n_train"] == 300 and m["n_test"] == 100
+    assert m["n_train"] == 270 and m["n_val"] == 30 and m["n_test"] == 100
     assert m["test_accuracy"] > 0.5
 
 
