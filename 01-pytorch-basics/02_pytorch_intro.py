@@ -121,7 +121,8 @@ def save_plot(losses, x, y, model, path: Path) -> None:
         regions = model(grid.reshape(-1, 2).to(x.device)).argmax(1).reshape(200, 200).cpu()  # (200, 200)
     ax_data.contourf(grid[..., 0], grid[..., 1], regions, alpha=0.2, levels=[-0.5, 0.5, 1.5, 2.5], colors=COLOURS)
     ax_data.scatter(x[:, 0].cpu(), x[:, 1].cpu(), c=[COLOURS[i] for i in y.tolist()], s=6)
-    ax_data.set(title="test points and learned regions", xlim=(-5, 5), ylim=(-5, 5))
+    ax_data.set(title="test points and learned regions", xlabel="feature x[0]", ylabel="feature x[1]",
+                xlim=(-5, 5), ylim=(-5, 5))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

@@ -63,7 +63,8 @@ def parse_args(argv):
     parser.add_argument("--batch", type=int, default=64, help="the full batch size")
     parser.add_argument("--micro", type=int, default=16, help="micro-batch size (the last piece may be smaller)")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the training comparison")
-    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (at most 0.2: larger steps diverge on small batches here)")
+    parser.add_argument("--lr", type=float, default=0.05,
+                        help="SGD learning rate (at most 0.2: larger steps diverge on small batches here)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here")
@@ -119,8 +120,9 @@ def saved_activation_bytes(loss_fn, params) -> tuple[torch.Tensor, int]:
 def checkpoint_comparison(seed: int, device, batch: int, micro: int) -> dict:
     """Saved-activation bytes (and time, and the CUDA peak) of a block MLP, plain and with checkpointed blocks."""
     torch.manual_seed(seed)
-    blocks = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
-                                 for _ in range(4)).to(device)
+    blocks = torch.nn.ModuleList(
+        torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)) for _ in range(4)
+    ).to(device)
     xb = torch.randn(batch, 64, device=device)  # (B, 64)
 
     calls = [0]
@@ -235,8 +237,8 @@ def main(argv=None) -> dict:
           f"max abs diff {wrong_diff:.2e}")
     multiple_diff = max_abs_diff([g / n_pieces for g in g_none], g_full)
     if len(set(sizes)) == 1:
-        print(f"  equal pieces: g_unscaled / {n_pieces} matches g_full to {multiple_diff:.2e}, so the unscaled gradient "
-              f"is {n_pieces} times the right one:")
+        print(f"  equal pieces: g_unscaled / {n_pieces} matches g_full to {multiple_diff:.2e}, so the unscaled "
+              f"gradient is {n_pieces} times the right one:")
         print(f"  the same as training with a learning rate {n_pieces} times larger, without meaning to")
     else:
         print(f"  uneven pieces: not even a multiple of g_full (g_unscaled / {n_pieces} differs by "

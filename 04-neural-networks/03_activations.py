@@ -141,8 +141,8 @@ def main(argv=None) -> dict:
         ax_f.plot(x.detach().cpu(), y.detach().cpu(), label=name)
         ax_d.plot(x.detach().cpu(), dy.cpu(), label=name)
         metrics[f"max_derivative_{name}"] = dy.max().item()
-    ax_f.set_title("activation f(x)")
-    ax_d.set_title("derivative f'(x)")
+    ax_f.set(title="activation f(x)", ylabel="f(x)")
+    ax_d.set(title="derivative f'(x) (autograd)", ylabel="f'(x)")
     ax_f.set_ylim(-1.5, 5)
     for ax in (ax_f, ax_d):
         ax.axhline(0, color="k", lw=0.5)

@@ -219,8 +219,7 @@ def main(argv=None) -> dict:
         ax.plot(*path[-1], marker="X", ms=9, color=line.get_color(), mec="k")  # where it stopped
     ax.plot([1], [1], "k*", ms=12, label="minimum (1, 1)")
     ax.plot([-1.5], [2.0], "ko", ms=5)
-    ax.set_xlim(-2, 2)
-    ax.set_ylim(-1, 3)
+    ax.set(xlim=(-2, 2), ylim=(-1, 3), xlabel="x", ylabel="y  (contours: log10 of (1 - x)^2 + 100 (y - x^2)^2)")
     ax.set_title(f"Optimizer paths on the Rosenbrock function ({steps} steps, X = end)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -224,8 +224,8 @@ def main(argv=None) -> dict:
     ax_a.plot(ep, history["train_acc"], label="train")
     ax_a.plot(ep, history["val_acc"], label="validation")
     ax_a.axvline(best_epoch, color="k", ls="--", lw=0.8, label=f"best epoch {best_epoch}")
-    ax_l.set_title("cross-entropy loss")
-    ax_a.set_title("accuracy")
+    ax_l.set(title="cross-entropy loss per epoch", ylabel="mean cross-entropy")
+    ax_a.set(title="accuracy per epoch", ylabel="fraction classified correctly")
     for ax in (ax_l, ax_a):
         ax.set_xlabel("epoch")
         ax.legend()

@@ -323,7 +323,8 @@ def main(argv=None) -> dict:
         ax.set_title(f"pred {int(pred[i])}" + ("" if ok else f" (true {int(y_test[i])})"), fontsize=8,
                      color="black" if ok else "red")
         ax.axis("off")  # an image grid: each panel's title is its label
-    fig.suptitle(f"{source}: the first {min(24, len(y_test))} test images and the MLP's predictions (test accuracy {test_acc:.3f})")
+    fig.suptitle(f"{source}: the first {min(24, len(y_test))} test images and the MLP's predictions "
+                 f"(test accuracy {test_acc:.3f})")
     fig.tight_layout()
     plot_path = args.out_dir / "test_predictions.png"
     fig.savefig(plot_path, dpi=100)

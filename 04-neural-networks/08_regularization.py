@@ -198,8 +198,8 @@ def main(argv=None) -> dict:
         ax_acc.plot(h["epoch"], h["val_acc"], color=line.get_color(), label=name)
         ax_loss.plot(h["epoch"], h["train_loss"], ls="--", lw=1, color=line.get_color())
         ax_loss.plot(h["epoch"], h["val_loss"], color=line.get_color(), label=name)
-    ax_acc.set_title("accuracy (dashed: train, solid: validation)")
-    ax_loss.set_title("loss (dashed: train, solid: validation)")
+    ax_acc.set(title="accuracy (dashed: train, solid: validation)", ylabel="fraction classified correctly")
+    ax_loss.set(title="loss (dashed: train, solid: validation)", ylabel="cross-entropy (log scale)")
     ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
