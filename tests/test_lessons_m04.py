@@ -23,7 +23,7 @@ def test_01_nn_module(run_lesson):
     assert m["plain_list_parameters"] == 0  # layers in a Python list are invisible to .parameters()
     assert m["n_buffers"] == 2 and m["state_dict_entries"] == 10  # the non-persistent buffer is not saved
     assert m["reload_max_abs_diff"] == 0.0
-    assert m["hooked_layers"] == 4 and m["hook_max_abs_diff"] < 1e-6
+    assert m["hooked_layers"] == 4 and m["hook_max_abs_diff"] < 1e-6 and m["hook_grad_max_abs_diff"] < 1e-7
     assert m["train_mode_pass_diff"] > 1e-3  # dropout: two passes differ
     assert m["eval_mode_pass_diff"] == 0.0
     assert m["train_mode_flags"] == m["n_modules"] and m["eval_mode_flags"] == 0
@@ -85,6 +85,11 @@ def test_05_optimizers(run_lesson):
     assert m["adamw_decay_no_grad"] == pytest.approx(m["adamw_decay_expected"], rel=1e-4)
     assert m["adam_decay_no_grad"] > 3 * m["adamw_decay_no_grad"]
     assert m["adam_decay_large_grad"] < m["adamw_decay_large_grad"]
+    # gradient clipping: the returned norm is the total norm before clipping; afterwards max_norm, same direction
+    assert m["clip_norm_before"] == pytest.approx(m["clip_norm_by_hand"], rel=1e-5) and m["clip_norm_before"] > 10
+    assert m["clip_norm_after"] == pytest.approx(1.0, rel=1e-4) and m["clip_direction_cosine"] > 1 - 1e-5
+    assert m["clean_loss_after_unclipped_step"] > 2 * m["clean_loss_before"]  # the outlier wrecks one plain step
+    assert m["clean_loss_after_clipped_step"] < 1.1 * m["clean_loss_before"]
 
 
 def test_06_training_loop(run_lesson):
