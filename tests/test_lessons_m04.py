@@ -99,9 +99,12 @@ def test_06_training_loop(run_lesson):
     assert m["test_accuracy"] > 0.8 > 2 * m["chance_accuracy"]
     assert m["best_val_accuracy"] == m["reloaded_val_accuracy"]  # the checkpoint holds the best epoch's weights
     assert 1 <= m["best_epoch"] <= m["epochs"]
-    assert m["train_mode_pass_diff"] > 0 and m["eval_mode_pass_diff"] == 0.0
+    assert m["train_mode_pass_diff"] > 1e-3 and m["eval_mode_pass_diff"] == 0.0  # dropout on, then off
     assert m["no_grad_output_requires_grad"] == 0
     assert m["reproducibility_max_abs_diff"] == 0.0
+    # overfit one batch first: the wired loop memorises it, the mis-wired optimizer does not move the loss
+    assert m["overfit_batch_final_loss"] < 0.05 < 0.5 * m["overfit_batch_first_loss"]
+    assert m["overfit_batch_broken_final_loss"] > 0.95 * m["overfit_batch_first_loss"]
 
 
 def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path):
