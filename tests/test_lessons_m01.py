@@ -1,5 +1,7 @@
 """Smoke runs of module 01 with assertions that prove each lesson did its job."""
 
+import math
+
 import pytest
 from harness import REPO, run_inprocess
 
@@ -35,7 +37,7 @@ def test_01_installation_setup_exits_1_when_a_package_is_missing(tmp_path):
 
 def test_02_pytorch_intro(run_lesson, device):
     m = run_lesson("01-pytorch-basics/02_pytorch_intro.py")
-    assert m["initial_loss"] > 0.5, "an untrained 3-class model starts near ln 3"
+    assert m["initial_loss"] == pytest.approx(math.log(3), abs=0.5), "an untrained 3-class model starts near ln 3"
     assert m["loss_drop_factor"] > 10 and m["nonfinite_losses"] == 0, "the loss must fall by a large factor"
     assert m["test_accuracy"] > 0.85, "far above the 1/3 of guessing"
     assert m["reload_max_abs_diff"] == 0.0, "the reloaded state_dict must predict exactly the same"
@@ -72,8 +74,16 @@ def test_04_numpy_vs_pytorch(run_lesson, device):
     assert m["detach_cpu_numpy_ok"] == 1
     if device != "cpu":
         assert m["device_numpy_raises"] == 1
-    assert m["numpy_matmul_gflops"] > 0 and m["torch_matmul_gflops"] > 0 and m["torch_threads"] >= 1
+    assert m["matmul_size"] == 128  # --smoke
+    for lib in ("numpy", "torch"):  # GFLOP/s is 2 n^3 over the median time, not some other count
+        assert m[f"{lib}_matmul_gflops"] == pytest.approx(2 * 128**3 / (m[f"{lib}_matmul_ms"] * 1e-3) / 1e9), lib
+    assert m["torch_over_numpy_speedup"] == pytest.approx(m["numpy_matmul_ms"] / m["torch_matmul_ms"])
     assert m["matmul_rel_diff"] < 1e-4, "NumPy and torch compute the same product"
+
+
+def test_04_numpy_vs_pytorch_threads_flag(run_lesson):
+    m = run_lesson("01-pytorch-basics/04_numpy_vs_pytorch.py", "--threads", "1", "--size", "32", smoke=False)
+    assert m["torch_threads"] == 1 and m["matmul_size"] == 32  # torch.get_num_threads() read back after the flag
 
 
 def check_matmul_table(m: dict, prefix: str, dtype: str, sizes: list[int]) -> None:

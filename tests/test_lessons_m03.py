@@ -27,8 +27,8 @@ def test_01_autograd_basics(run_lesson):
     assert m["data_inplace_silent_grad"] == 0.0  # ... but not through .data: a silently wrong gradient
     assert m["inference_tensor_in_autograd_raised"] is True
     assert m["no_grad_output_requires_grad"] is False
-    assert m["saved_for_backward_bytes_grad"] > 0 and m["saved_for_backward_bytes_no_grad"] == 0
-    assert min(m["forward_grad_enabled_ms"], m["forward_no_grad_ms"], m["forward_inference_mode_ms"]) > 0
+    # --smoke: a 64x64 MLP on a (64, 64) batch; backward needs at least the input and the hidden activation
+    assert m["saved_for_backward_bytes_grad"] >= 2 * 64 * 64 * 4 and m["saved_for_backward_bytes_no_grad"] == 0
 
 
 @pytest.mark.subprocess
@@ -38,9 +38,9 @@ def test_01_autograd_basics_as_a_learner_runs_it(run_lesson_subprocess):
     assert m["accumulation_ratio"] == pytest.approx(2.0)
 
 
-def test_02_computational_graphs(run_lesson):
+def test_02_computational_graphs(run_lesson, tmp_path):
     m = run_lesson(GRAPHS)
-    assert m["graph_png_written"] is True
+    assert m["graph_png_written"] is True and any(p.stat().st_size > 10_000 for p in (tmp_path / "out").glob("*.png"))
     assert m["graph_leaves"] == 2  # W and b; the constants x and c add no node
     assert m["graph_nodes"] == 11
     assert m["max_abs_diff_manual_vs_autograd_W"] < 1e-5
@@ -59,7 +59,6 @@ def test_03_gradient_computation(run_lesson, device):
     for key in ("vjp_error", "jacobian_error", "hessian_error", "double_backward_error", "per_sample_grad_error",
                 "per_sample_mean_vs_batch_grad_error"):
         assert m[key] < tol, key
-    assert m["per_sample_loop_ms"] > 0 and m["per_sample_vmap_ms"] > 0
 
 
 def test_04_custom_autograd(run_lesson):
@@ -74,7 +73,7 @@ def test_04_custom_autograd(run_lesson):
     for name in ("softplus", "logsumexp"):
         assert m[f"{name}_custom_saved_bytes"] <= 1.01 * m["saved_input_bytes"], name
         assert m[f"{name}_autograd_saved_bytes"] >= 1.9 * m[f"{name}_custom_saved_bytes"], name
-    assert m["round_max_grad"] == 0.0 and m["ste_max_grad"] > 0
+    assert m["round_max_grad"] == 0.0 and m["ste_max_grad"] == 3.0  # d round(3x)/dx: 0 truly, 3 straight-through
     assert m["round_fit_final_loss"] > 1.0 and m["ste_fit_final_loss"] < 0.01 * m["ste_fit_first_loss"]
     assert m["ste_fit_weight"] == pytest.approx(2.75)
 
