@@ -63,15 +63,15 @@ def parse_args(argv):
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/01-pytorch-basics/02_pytorch_intro"),
                         help="where metrics.json, the saved weights and the plot go")
     parser.add_argument("--steps", type=int, default=300, help="full-batch training steps (--smoke uses 40)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate, in (0, 1]")
     parser.add_argument("--points", type=int, default=1200, help="generated points, 3/4 train, 1/4 test")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
-    if args.steps < 1 or args.points < 40 or args.lr <= 0:
-        parser.error("--steps must be >= 1, --points >= 40 and --lr > 0")
+    if args.steps < 1 or args.points < 40 or not 0 < args.lr <= 1:
+        parser.error("--steps must be >= 1, --points >= 40 and 0 < --lr <= 1")
     return args
 
 
@@ -192,11 +192,11 @@ def main(argv=None) -> dict:
     section("5. Training loop: the loss falls, measured")
     initial_train_acc = accuracy(model, x_train, y_train)  # the test points wait until training is over
     losses = train(model, x_train, y_train, steps, args.lr)
-    loss_drop = losses[0] / losses[-1]
+    loss_drop = losses[0] / max(losses[-1], 1e-12)  # a loss can reach exactly 0 in float32
     for i in sorted({0, steps // 4, steps // 2, steps - 1}):
         print(f"  step {i + 1:>4}: loss {losses[i]:.4f}")
-    print(f"loss fell from {losses[0]:.4f} (ln 3 = {math.log(3):.4f} is guessing) to {losses[-1]:.4f}: "
-          f"a factor of {loss_drop:.1f}")
+    print(f"loss {'fell' if losses[-1] < losses[0] else 'did not fall'} from {losses[0]:.4f} (ln 3 = "
+          f"{math.log(3):.4f} is guessing) to {losses[-1]:.4f}: a factor of {loss_drop:.1f}")
     nan_steps = sum(not math.isfinite(v) for v in losses)
     print(f"debugging habit, NaN check on every recorded loss: {nan_steps} non-finite")
 
