@@ -80,7 +80,7 @@ def allocated(device: torch.device) -> int | None:
     try:
         torch.accelerator.synchronize()
         return torch.accelerator.memory_allocated(device)
-    except (RuntimeError, NotImplementedError):  # an accelerator whose allocator keeps no statistics
+    except (RuntimeError, ValueError, NotImplementedError):  # an accelerator whose allocator keeps no statistics
         return None
 
 
@@ -222,7 +222,10 @@ def peak_memory(device: torch.device, n: int) -> dict:
     def peak_extra(fn) -> int | None:
         if allocated(device) is None:
             return None
-        torch.accelerator.reset_peak_memory_stats(device)
+        try:
+            torch.accelerator.reset_peak_memory_stats(device)
+        except (RuntimeError, ValueError, NotImplementedError):  # current bytes reported, but no peak tracking
+            return None
         start = allocated(device)
         out = fn()
         torch.accelerator.synchronize()
