@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
     print(f"TEST: loss {test_loss:.4f}, accuracy {test_acc:.3f} (chance: 0.333)")
 
     section("Evaluation mode and no_grad, checked")
-    x_val = torch.stack([loaders[1].dataset[i][0] for i in range(32)]).to(device)  # (32, 2)
+    x_val = torch.stack([loaders[1].dataset[i][0] for i in range(min(32, len(loaders[1].dataset)))]).to(device)
     restored.train()
     with torch.no_grad():
         train_mode_diff = (restored(x_val) - restored(x_val)).abs().max().item()

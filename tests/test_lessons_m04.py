@@ -107,6 +107,13 @@ def test_06_training_loop(run_lesson):
     assert m["overfit_batch_broken_final_loss"] > 0.95 * m["overfit_batch_first_loss"]
 
 
+def test_06_training_loop_tiny_data_and_a_batch_larger_than_it(run_lesson):
+    m = run_lesson(TRAINING_LOOP, "--epochs", "1", "--points", "60", "--batch-size", "1000", smoke=False)
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (42, 9, 9)  # one batch of 42 per epoch
+    assert m["best_epoch"] == 1 and m["best_val_accuracy"] == m["reloaded_val_accuracy"]
+    assert m["eval_mode_pass_diff"] == 0.0
+
+
 def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path):
     m = run_lesson(MLP)  # no MNIST under the temporary cwd's data/: synthetic digits
     assert m["used_real_mnist"] == 0
