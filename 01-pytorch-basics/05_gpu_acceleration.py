@@ -15,7 +15,7 @@ Run it:
     python 01-pytorch-basics/05_gpu_acceleration.py
     python 01-pytorch-basics/05_gpu_acceleration.py --device cpu --sizes 256 512 1024 2048
 
-Takes about 5 s on a 2-core CPU, a few seconds on a GPU. What to look for: CPU GFLOP/s rising with size
+Takes about 3 s on a 2-core CPU, a few seconds on a GPU. What to look for: CPU GFLOP/s rising with size
 and levelling off; on a GPU, several (a T4) to tens (an H100) of TFLOP/s in float32 and several times more in
 float16 (and in bfloat16 on Ampere or newer; older GPUs emulate it, slowly), pinned copies faster than pageable
 ones, and a first CUDA call that takes far longer than the next. Without a GPU the lesson says so, runs the CPU

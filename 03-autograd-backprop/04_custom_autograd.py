@@ -19,7 +19,7 @@ Run it:
     python 03-autograd-backprop/04_custom_autograd.py
     python 03-autograd-backprop/04_custom_autograd.py --device cpu --smoke
 
-Takes about 2 s on a 2-core CPU. What to look for: gradcheck True for both Functions and False for the broken
+Takes about 3 s on a 2-core CPU. What to look for: gradcheck True for both Functions and False for the broken
 one, inf/nan from the naive formulas against finite values from the custom ones, the bytes saved for backward by
 the custom Functions against autograd's, and the STE fit reaching a low loss while plain rounding never moves.
 """

@@ -16,7 +16,7 @@ Run it:
     python 03-autograd-backprop/06_gradient_accumulation.py
     python 03-autograd-backprop/06_gradient_accumulation.py --device cpu --smoke --batch 30 --micro 8
 
-Takes about 2 s on a 2-core CPU. What to look for: accumulated versus full-batch gradient max abs diff
+Takes about 3 s on a 2-core CPU. What to look for: accumulated versus full-batch gradient max abs diff
 <= 1e-6, the unscaled gradient exactly accumulation_steps times too large (equal pieces), the two training runs
 ending on the same parameters, and checkpointing keeping a fraction of the activation bytes for the same gradient.
 """

@@ -10,7 +10,7 @@ Run it:
     python 04-neural-networks/02_linear_layers.py
     python 04-neural-networks/02_linear_layers.py --depth 50 --width 512
 
-Takes a few seconds on a laptop CPU. What to look for: max abs error ~1e-7 between nn.Linear and x @ W.T + b, and
+Takes about 3 s on a 2-core CPU. What to look for: max abs error ~1e-7 between nn.Linear and x @ W.T + b, and
 in the depth table the last-layer std: ~0 for a normal init with std 0.01, huge for std 1, order 1 for Kaiming + ReLU.
 """
 
