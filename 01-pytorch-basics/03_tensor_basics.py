@@ -10,7 +10,7 @@ Run it:
     python 01-pytorch-basics/03_tensor_basics.py
     python 01-pytorch-basics/03_tensor_basics.py --device cpu --seed 3
 
-Takes a second or two on a laptop CPU. What to look for: every printed shape, dtype and device; which operations
+Takes about 2 s on a 2-core CPU. What to look for: every printed shape, dtype and device; which operations
 share memory (same data_ptr) and which copy; the error a view of a transposed tensor raises.
 """
 

@@ -1,9 +1,11 @@
 """GPU acceleration: device-agnostic code, and measuring (correctly) what a GPU buys you.
 
-GPU work is asynchronous: a CUDA call returns as soon as the kernel is queued, so a stopwatch around it measures
-nothing. This lesson times matrix multiplies the right way - warm-up first, then torch.cuda.Event timing, or
-torch.cuda.synchronize() before reading the clock - and reports GFLOP/s (2*n^3 floating-point operations per
-second) on the CPU and, when one is present, on the GPU across sizes and dtypes (float32, bfloat16, float16).
+GPU work is asynchronous: a CUDA (or MPS) call returns as soon as the kernel is queued, so a stopwatch around it
+measures nothing. This lesson times matrix multiplies the way lesson 04 taught, with torch.utils.benchmark.Timer:
+warm-up, then blocks of runs until a time budget is spent, reporting the median block (robust to a busy machine,
+unlike the mean of a loop); its clock calls torch.accelerator.synchronize() before every reading, so queued CUDA or
+MPS kernels are finished when the clock stops. It reports GFLOP/s (2*n^3 floating-point operations per second) on
+the CPU and, when one is present, on the GPU across sizes and dtypes (float32, bfloat16, float16).
 On a GPU it also measures host-to-device copy bandwidth from pageable and from pinned memory (GB/s) and why the
 first CUDA call is slow (the CUDA context is created lazily). And it shows device-agnostic code: choose
 torch.device once, create tensors there, move modules and batches with .to(device), and use torch.accelerator
@@ -13,7 +15,7 @@ Run it:
     python 01-pytorch-basics/05_gpu_acceleration.py
     python 01-pytorch-basics/05_gpu_acceleration.py --device cpu --sizes 256 512 1024 2048
 
-Takes about ten seconds on a laptop CPU, a few seconds on a GPU. What to look for: CPU GFLOP/s rising with size
+Takes about 3 s on a 2-core CPU, a few seconds on a GPU. What to look for: CPU GFLOP/s rising with size
 and levelling off; on a GPU, several (a T4) to tens (an H100) of TFLOP/s in float32 and several times more in
 float16 (and in bfloat16 on Ampere or newer; older GPUs emulate it, slowly), pinned copies faster than pageable
 ones, and a first CUDA call that takes far longer than the next. Without a GPU the lesson says so, runs the CPU
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.benchmark as benchmark
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -78,31 +81,19 @@ def sync(device: torch.device) -> None:
         torch.accelerator.synchronize()  # torch.cuda.synchronize() on CUDA, torch.mps.synchronize() on MPS
 
 
-def time_matmul(n: int, dtype: torch.dtype, device: torch.device, budget_s: float) -> float:
-    """Seconds per (n, n) @ (n, n) matmul: warm-up, then as many runs as fit in budget_s, averaged."""
+def time_matmul(n: int, dtype: torch.dtype, device: torch.device, budget_s: float) -> tuple[float, int]:
+    """Median seconds per (n, n) @ (n, n) matmul, and how many matmuls were timed.
+
+    benchmark.Timer warms up, then runs blocks of matmuls until budget_s is spent and keeps each block's time per
+    run; the median block ignores the ones a busy machine slowed down. Its clock synchronises the accelerator
+    (torch.accelerator.synchronize) before each reading, so a block ends only when its GPU kernels have run.
+    """
     a = torch.randn(n, n, device=device).to(dtype)  # create on the device: no host copy
     b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(3):  # warm-up: library loading, kernel selection, caches, clocks ramping up
-        a @ b
-    sync(device)
-    if device.type == "cuda":
-        reps, elapsed = 0, 0.0
-        while elapsed < budget_s * 1000 and reps < 1000:  # Events time on the GPU itself, in milliseconds
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            batch = max(1, reps or 1)
-            start.record()
-            for _ in range(batch):
-                a @ b
-            end.record()
-            end.synchronize()  # wait for the end event before reading it
-            reps, elapsed = reps + batch, elapsed + start.elapsed_time(end)
-        return elapsed / 1000 / reps
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < budget_s or reps < 2:
-        a @ b
-        reps += 1
-    sync(device)  # without this an MPS timing would stop the clock before the work finished
-    return (time.perf_counter() - start) / reps
+    threads = torch.get_num_threads()  # Timer runs with 1 thread unless told otherwise
+    timer = benchmark.Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=threads)
+    measurement = timer.blocked_autorange(min_run_time=budget_s)
+    return measurement.median, len(measurement.times) * measurement.number_per_run
 
 
 def matmul_table(device: torch.device, sizes, dtypes, budget_s: float, prefix: str) -> dict:
@@ -110,10 +101,12 @@ def matmul_table(device: torch.device, sizes, dtypes, budget_s: float, prefix: s
     for dtype in dtypes:
         name = str(dtype).removeprefix("torch.").replace("float", "fp").replace("bfp", "bf")  # fp32, bf16, fp16
         for n in sizes:
-            seconds = time_matmul(n, dtype, device, budget_s)
+            seconds, runs = time_matmul(n, dtype, device, budget_s)
             gflops = 2 * n**3 / seconds / 1e9
             out[f"{prefix}_{name}_n{n}_gflops"] = gflops
-            print(f"  {device.type:<4} {name:<5} n={n:<5} {seconds * 1e3:9.3f} ms  {gflops:10.3g} GFLOP/s")
+            out[f"{prefix}_{name}_n{n}_ms"] = seconds * 1e3
+            print(f"  {device.type:<4} {name:<5} n={n:<5} median {seconds * 1e3:9.3f} ms  {gflops:10.3g} GFLOP/s  "
+                  f"({runs} runs timed)")
     return out
 
 
@@ -187,7 +180,9 @@ def save_plot(cpu: dict, gpu: dict, path: Path) -> None:
     for prefix, table in (("cpu", cpu), ("gpu", gpu)):
         series = {}
         for key, value in table.items():
-            _, dtype, size, _ = key.split("_")
+            _, dtype, size, unit = key.split("_")
+            if unit != "gflops":
+                continue
             series.setdefault(dtype, []).append((int(size[1:]), value))
         for dtype, points in series.items():
             ax.plot(*zip(*sorted(points), strict=True), marker="o", label=f"{prefix} {dtype}")
@@ -216,7 +211,12 @@ def main(argv=None) -> dict:
     section(f"CPU matmul throughput ({torch.get_num_threads()} threads)")
     cpu = matmul_table(torch.device("cpu"), sizes, [torch.float32], budget, "cpu")
     metrics.update(cpu)
-    metrics["cpu_fp32_best_gflops"] = max(cpu.values())
+    metrics["cpu_fp32_best_gflops"] = max(v for k, v in cpu.items() if k.endswith("_gflops"))
+    if len(sizes) > 1:
+        small, large = cpu[f"cpu_fp32_n{sizes[0]}_gflops"], cpu[f"cpu_fp32_n{sizes[-1]}_gflops"]
+        trend = "more" if large > 1.1 * small else "less" if large < small / 1.1 else "about the same"
+        print(f"n={sizes[-1]} reaches {large / small:.2f} times the GFLOP/s of n={sizes[0]}: {trend} work per second "
+              "with bigger matrices, on this machine, now")
 
     gpu_table = {}
     if not gpu:
@@ -236,10 +236,12 @@ def main(argv=None) -> dict:
         gpu_table = matmul_table(device, gpu_sizes, dtypes, budget, "gpu")
         metrics.update(gpu_table)
         for name in ("fp32", "bf16", "fp16"):
-            metrics[f"gpu_{name}_best_gflops"] = max(v for k, v in gpu_table.items() if f"_{name}_" in k)
+            metrics[f"gpu_{name}_best_gflops"] = max(v for k, v in gpu_table.items()
+                                                      if f"_{name}_" in k and k.endswith("_gflops"))
         metrics["gpu_over_cpu_fp32_speedup"] = metrics["gpu_fp32_best_gflops"] / metrics["cpu_fp32_best_gflops"]
         print(f"best fp32: GPU {metrics['gpu_fp32_best_gflops']:.0f} vs CPU {metrics['cpu_fp32_best_gflops']:.0f} "
-              f"GFLOP/s ({metrics['gpu_over_cpu_fp32_speedup']:.0f}x); bf16 {metrics['gpu_bf16_best_gflops']:.0f}")
+              f"GFLOP/s: the GPU is {metrics['gpu_over_cpu_fp32_speedup']:.1f} times the CPU's best; bf16 "
+              f"{metrics['gpu_bf16_best_gflops']:.0f}, fp16 {metrics['gpu_fp16_best_gflops']:.0f} GFLOP/s")
         precision = torch.get_float32_matmul_precision()
         print(f"float32 matmul precision is {precision!r}: 'highest' means true fp32; 'high' would allow TF32 "
               "tensor cores (module 09 measures the trade).")
@@ -257,7 +259,8 @@ def main(argv=None) -> dict:
     print(f"metrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- GPU calls are asynchronous: warm up, then time with CUDA events or synchronize before reading a clock.")
+    print("- GPU calls are asynchronous: warm up, then time with torch.utils.benchmark (its clock synchronises the")
+    print("  accelerator) or CUDA events, and read the median: a busy machine slows some runs, not the median.")
     print("- Throughput needs big work: small matmuls leave most of a GPU (or CPU) idle.")
     print("- Lower precision (bf16/fp16) is much faster on GPUs with tensor cores; module 09 covers torch.amp.")
     print("- Pin host memory for fast, overlappable copies; keep data on the device instead of copying each step.")

@@ -3,20 +3,22 @@
 Shows, with every claim measured and printed:
 - bytes = numel * element_size, checked against untyped_storage().nbytes() for several dtypes;
 - a small view of a huge tensor keeps the WHOLE storage alive after `del big`; .clone() copies just the slice and
-  lets the big block go (on a GPU, torch.cuda.memory_allocated proves it; on a CPU the storage sizes do);
+  lets the big block go (on an accelerator, torch.accelerator.memory_allocated proves it; on a CPU, which keeps no
+  allocator statistics, the storage sizes and data pointers do);
 - in-place ops (the trailing _: add_, mul_, clamp_, and out=): the data_ptr stays, no new allocation, and the
   tensor's version counter ._version counts every write;
 - the autograd trap: modifying in place a tensor that backward needs raises "one of the variables needed for
   gradient computation has been modified by an inplace operation" (caught and printed, with ._version), and the
   out-of-place fix;
-- on a GPU: peak memory (torch.cuda.max_memory_allocated) of an out-of-place chain against the same chain in place,
-  and memory_allocated vs memory_reserved (the caching allocator). On a CPU the lesson says what it would show.
+- peak memory of an out-of-place chain against the same chain in place: on an accelerator (CUDA, MPS, ...) with
+  torch.accelerator.max_memory_allocated, and memory_allocated vs memory_reserved (the caching allocator); on a CPU,
+  the new storages each chain allocates (counted by data pointer), and a note of what a CPU cannot report.
 
 Run it:
     python 02-tensors-operations/06_memory_management.py
     python 02-tensors-operations/06_memory_management.py --device cuda --megabytes 256
 
-Takes a few seconds on a laptop CPU. What to look for: storage bytes equal numel * element_size, a 10-element view
+Takes about 2 s on a 2-core CPU. What to look for: storage bytes equal numel * element_size, a 10-element view
 still holding the whole big storage, the same data_ptr before and after add_, and the in-place autograd error.
 """
 
@@ -68,12 +70,18 @@ def parse_args(argv):
     return args
 
 
-def allocated(device: torch.device) -> int:
-    """Bytes the caching allocator has handed to live tensors on this GPU (0 off CUDA: nothing to measure there)."""
-    if device.type != "cuda":
-        return 0
-    torch.cuda.synchronize(device)
-    return torch.cuda.memory_allocated(device)
+def allocated(device: torch.device) -> int | None:
+    """Bytes the accelerator's caching allocator has handed to live tensors, or None where nothing reports it.
+
+    torch.accelerator.memory_allocated works for CUDA, MPS, XPU, ... alike. A CPU has no such counter in PyTorch.
+    """
+    if device.type == "cpu":
+        return None
+    try:
+        torch.accelerator.synchronize()
+        return torch.accelerator.memory_allocated(device)
+    except (RuntimeError, ValueError, NotImplementedError):  # an accelerator whose allocator keeps no statistics
+        return None
 
 
 def bytes_per_dtype(device: torch.device) -> dict:
@@ -100,28 +108,35 @@ def view_keeps_storage_alive(device: torch.device, n: int) -> dict:
     base = allocated(device)
     big = torch.randn(n, device=device)                          # (n,) float32
     big_bytes = big.untyped_storage().nbytes()
+    big_ptr = big.untyped_storage().data_ptr()
     head_view = big[:10]                                         # 10 elements, but a window on all n
     head_copy = big[:10].clone()                                 # 10 elements in their own 40-byte storage
     del big                                                      # the name goes; the view still holds the storage
-    after_del = allocated(device) - base
+    after_del = allocated(device)
     view_bytes = head_view.untyped_storage().nbytes()
     copy_bytes = head_copy.untyped_storage().nbytes()
+    view_shares = head_view.untyped_storage().data_ptr() == big_ptr
+    copy_shares = head_copy.untyped_storage().data_ptr() == big_ptr
     print(f"big: {n:,} float32 = {big_bytes / 2**20:.1f} MiB")
-    print(f"after `del big`: the 10-element view's storage is {view_bytes:,} bytes; the clone's is {copy_bytes} bytes")
+    print(f"after `del big`: the 10-element view's storage is {view_bytes:,} bytes at big's address ({view_shares}); "
+          f"the clone's is {copy_bytes} bytes at big's address ({copy_shares})")
     del head_view
-    after_view_del = allocated(device) - base
-    if device.type == "cuda":
-        print(f"torch.cuda.memory_allocated above the start: {after_del / 2**20:.2f} MiB after `del big` (the view "
-              f"pins it), {after_view_del / 2**20:.4f} MiB after `del head_view` (only the clone left)")
+    after_view_del = allocated(device)
+    metrics = {"big_storage_bytes": big_bytes, "view_storage_bytes_after_del": view_bytes,
+               "clone_storage_bytes": copy_bytes, "view_shares_big_storage": view_shares,
+               "clone_shares_big_storage": copy_shares, "allocator_measured": after_del is not None}
+    if after_del is not None:
+        print(f"torch.accelerator.memory_allocated above the start: {(after_del - base) / 2**20:.2f} MiB after "
+              f"`del big` (the view pins it), {(after_view_del - base) / 2**20:.4f} MiB after `del head_view` "
+              "(only the clone left)")
+        metrics.update({"device_bytes_held_by_view": after_del - base,
+                        "device_bytes_after_view_deleted": after_view_del - base})
     else:
-        print(f"(on a GPU, torch.cuda.memory_allocated would stay {big_bytes / 2**20:.1f} MiB higher after `del big` "
-              "and drop to ~0 only after the view is deleted too; run with --device cuda to see it)")
+        print(f"({device.type}: PyTorch keeps no allocator counter here (torch.accelerator.memory_allocated covers "
+              "accelerators), so the freed bytes are not reported; what is measured is that the view's storage is "
+              "still the whole big block)")
     print("the same happens with lists of slices, e.g. keeping `batch[:1]` or `loss` tensors for logging: "
           "store .clone() or .item() instead")
-    metrics = {"big_storage_bytes": big_bytes, "view_storage_bytes_after_del": view_bytes,
-               "clone_storage_bytes": copy_bytes}
-    if device.type == "cuda":
-        metrics.update({"gpu_bytes_held_by_view": after_del, "gpu_bytes_after_view_deleted": after_view_del})
     return metrics
 
 
@@ -186,37 +201,54 @@ def autograd_trap(device: torch.device) -> dict:
             "outofplace_grad_max_abs_error": grad_err, "leaf_inplace_error_raised": "leaf Variable" in leaf_message}
 
 
-def gpu_peak(device: torch.device, n: int) -> dict:
-    section("Peak GPU memory: out-of-place chain vs in-place chain")
-    if device.type != "cuda":
-        print("(CPU run: nothing to measure here. On a GPU, torch.cuda.max_memory_allocated shows the chain "
-              "y = (x * 2 + 1).exp() peaking at about 2 extra copies of x, because each op allocates its result "
-              "before the temporary it read is freed, while x.mul_(2).add_(1).exp_() needs no extra memory. "
-              "Run with --device cuda on a GPU machine to see the numbers.)")
-        return {"gpu_measured": False}
+def peak_memory(device: torch.device, n: int) -> dict:
+    section("Peak memory: out-of-place chain vs in-place chain")
     x = torch.randn(n, device=device)
     size = x.untyped_storage().nbytes()
+    x_ptr = x.untyped_storage().data_ptr()
+    # what every device can show: which results got a storage of their own
+    step1 = x * 2
+    step2 = step1 + 1
+    step3 = step2.exp()
+    new_out_of_place = len({t.untyped_storage().data_ptr() for t in (step1, step2, step3)} - {x_ptr})
+    del step1, step2, step3
+    same = x.mul_(2).add_(1).exp_()
+    new_in_place = len({same.untyped_storage().data_ptr()} - {x_ptr})
+    print(f"x is {size / 2**20:.1f} MiB. (x * 2 + 1).exp() allocates {new_out_of_place} new storages of that size; "
+          f"x.mul_(2).add_(1).exp_() allocates {new_in_place}")
+    metrics = {"outofplace_new_storages": new_out_of_place, "inplace_new_storages": new_in_place,
+               "tensor_bytes": size}
 
-    def peak_extra(fn) -> int:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
+    def peak_extra(fn) -> int | None:
+        if allocated(device) is None:
+            return None
+        try:
+            torch.accelerator.reset_peak_memory_stats(device)
+        except (RuntimeError, ValueError, NotImplementedError):  # current bytes reported, but no peak tracking
+            return None
+        start = allocated(device)
         out = fn()
-        torch.cuda.synchronize(device)
-        extra = torch.cuda.max_memory_allocated(device) - start
+        torch.accelerator.synchronize()
+        extra = torch.accelerator.max_memory_allocated(device) - start
         del out
         return extra
 
     out_of_place = peak_extra(lambda: (x * 2 + 1).exp())
     in_place_extra = peak_extra(lambda: x.mul_(2).add_(1).exp_())
-    print(f"x is {size / 2**20:.1f} MiB. Peak above start: out of place {out_of_place / size:.2f} x size(x), "
-          f"in place {in_place_extra / size:.2f} x size(x)")
+    if out_of_place is None:
+        print(f"({device.type}: no allocator statistics, so the peak is not reported. The chain's temporaries are "
+              "freed once the next op has read them, so at most two copies of x live at once (a result is allocated "
+              "while its input still exists). Rerun with --device cuda or mps to measure that peak: about "
+              "2 x size(x) out of place, about 0 in place)")
+        return {**metrics, "peak_measured": False}
+    print(f"torch.accelerator.max_memory_allocated, peak above start: out of place {out_of_place / size:.2f} x "
+          f"size(x), in place {in_place_extra / size:.2f} x size(x)")
     x = None  # drop the last reference: its block goes back to the caching allocator
-    print(f"memory_allocated {torch.cuda.memory_allocated(device) / 2**20:.1f} MiB, memory_reserved "
-          f"{torch.cuda.memory_reserved(device) / 2**20:.1f} MiB: freed blocks stay cached for reuse; "
-          "torch.cuda.empty_cache() returns them to the driver (rarely needed)")
-    return {"gpu_measured": True, "gpu_outofplace_peak_extra_bytes": out_of_place,
-            "gpu_inplace_peak_extra_bytes": in_place_extra, "gpu_tensor_bytes": size}
+    print(f"memory_allocated {torch.accelerator.memory_allocated(device) / 2**20:.1f} MiB, memory_reserved "
+          f"{torch.accelerator.memory_reserved(device) / 2**20:.1f} MiB: freed blocks stay cached for reuse; "
+          "torch.accelerator.empty_cache() returns them to the driver (rarely needed)")
+    return {**metrics, "peak_measured": True, "outofplace_peak_extra_bytes": out_of_place,
+            "inplace_peak_extra_bytes": in_place_extra}
 
 
 def main(argv=None) -> dict:
@@ -232,7 +264,7 @@ def main(argv=None) -> dict:
     metrics.update(view_keeps_storage_alive(device, n))
     metrics.update(in_place(device))
     metrics.update(autograd_trap(device))
-    metrics.update(gpu_peak(device, n))
+    metrics.update(peak_memory(device, n))
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,

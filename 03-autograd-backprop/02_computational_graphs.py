@@ -14,7 +14,7 @@ Run it:
     python 03-autograd-backprop/02_computational_graphs.py
     python 03-autograd-backprop/02_computational_graphs.py --device cpu --smoke
 
-Takes a few seconds on a laptop CPU. What to look for: the printed tree (one AccumulateGrad per leaf), the PNG path,
+Takes about 2 s on a 2-core CPU. What to look for: the printed tree (one AccumulateGrad per leaf), the PNG path,
 a max abs difference near 1e-7 between the hand-written backward and autograd, and node counts that change with
 the loop count.
 """

@@ -11,7 +11,7 @@ Run it:
     python 03-autograd-backprop/03_gradient_computation.py
     python 03-autograd-backprop/03_gradient_computation.py --device cpu --smoke --batch 32
 
-Takes a few seconds on a laptop CPU. What to look for: errors against finite differences near 1e-10 in float64
+Takes about 4 s on a 2-core CPU. What to look for: errors against finite differences near 1e-10 in float64
 (and far worse in float32, which is why gradient checks use float64), agreement of torch.func with the references
 near 1e-15, and vmap computing the same per-sample gradients as a Python loop, faster at the default batch size.
 """
@@ -218,8 +218,9 @@ def main(argv=None) -> dict:
     repeats = 2 if args.smoke else 5
     loop_ms = time_ms(loop, device, repeats)
     vmap_ms = time_ms(lambda: per_sample(weights, xs, ys), device, repeats)
-    print(f"loop {loop_ms:.2f} ms, vmap {vmap_ms:.2f} ms: speedup {loop_ms / vmap_ms:.1f}x "
-          "(the loop's cost grows with the batch; vmap's fixed overhead wins from a few hundred examples)")
+    faster, ratio = ("vmap", loop_ms / vmap_ms) if vmap_ms < loop_ms else ("the loop", vmap_ms / loop_ms)
+    print(f"loop {loop_ms:.2f} ms, vmap {vmap_ms:.2f} ms: {faster} is {ratio:.1f}x faster at {n} examples "
+          "(the loop's cost grows with the batch, vmap's is mostly a fixed overhead)")
 
     metrics = {
         "max_abs_error_vs_finite_differences": fd_error,

@@ -10,8 +10,8 @@ Run it:
     python 04-neural-networks/02_linear_layers.py
     python 04-neural-networks/02_linear_layers.py --depth 50 --width 512
 
-Takes a few seconds on a laptop CPU. What to look for: max abs error ~1e-7 between nn.Linear and x @ W.T + b, and
-in the depth table the last-layer std: ~0 for N(0, 0.01), huge for N(0, 1), order 1 for Kaiming + ReLU.
+Takes about 3 s on a 2-core CPU. What to look for: max abs error ~1e-7 between nn.Linear and x @ W.T + b, and
+in the depth table the last-layer std: ~0 for a normal init with std 0.01, huge for std 1, order 1 for Kaiming + ReLU.
 """
 
 import argparse
@@ -70,15 +70,15 @@ def parse_args(argv):
 
 
 # scheme name -> the activation it is paired with; init_weight_ applies the scheme
-SCHEMES = {"normal(0, 0.01)": "relu", "normal(0, 1)": "relu", "pytorch default": "relu", "xavier + tanh": "tanh",
+SCHEMES = {"normal, std 0.01": "relu", "normal, std 1": "relu", "pytorch default": "relu", "xavier + tanh": "tanh",
            "kaiming + relu": "relu"}
 
 
 def init_weight_(scheme: str, w: torch.Tensor) -> None:
     """Initialise a Linear weight (out, in) in place with the named scheme."""
-    if scheme == "normal(0, 0.01)":
+    if scheme == "normal, std 0.01":
         nn.init.normal_(w, 0.0, 0.01)
-    elif scheme == "normal(0, 1)":
+    elif scheme == "normal, std 1":
         nn.init.normal_(w, 0.0, 1.0)
     elif scheme == "pytorch default":
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # what nn.Linear.reset_parameters does
@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
         "linear_max_abs_error": linear_err, "functional_max_abs_error": functional_err,
         "batched_max_abs_error": seq_err, "n_parameters_linear_5_3": n_params,
         "default_init_bound": bound, "default_init_max_abs_weight": w_max, "depth": depth,
-        "final_std_small_normal": last("normal(0, 0.01)"), "final_std_unit_normal": last("normal(0, 1)"),
+        "final_std_small_normal": last("normal, std 0.01"), "final_std_unit_normal": last("normal, std 1"),
         "final_std_pytorch_default": last("pytorch default"), "final_std_xavier_tanh": last("xavier + tanh"),
         "final_std_kaiming_relu": last("kaiming + relu"),
     }

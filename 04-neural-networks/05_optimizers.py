@@ -5,13 +5,15 @@ momentum, two running moments for Adam). The lesson writes SGD with momentum, Ad
 trains two copies of the same network (one with torch.optim, one with the hand-written version) and prints the
 largest parameter difference over all steps. It then races the optimizers on the Rosenbrock function (a curved
 valley that is easy to describe and hard to descend) and plots their paths, and it shows in numbers why AdamW's
-decoupled weight decay is not the same as Adam's weight_decay (L2 added to the gradient).
+decoupled weight decay is not the same as Adam's weight_decay (L2 added to the gradient). It ends with gradient
+clipping (torch.nn.utils.clip_grad_norm_): the total gradient norm before and after, and one step with and without
+it on a batch with a corrupted label.
 
 Run it:
     python 04-neural-networks/05_optimizers.py
     python 04-neural-networks/05_optimizers.py --steps 5000
 
-Takes a few seconds on a laptop CPU. What to look for: hand vs torch.optim differences of ~1e-7 (float32
+Takes about 5 s on a 2-core CPU. What to look for: hand vs torch.optim differences of ~1e-7 (float32
 rounding), which optimizer ends closest to Rosenbrock's minimum at (1, 1), and in the weight-decay table that
 Adam's decay depends on the gradient while AdamW shrinks every weight by the same factor.
 """
@@ -163,6 +165,37 @@ def decay_effect(opt_cls, weight_decay: float, steps: int) -> np.ndarray:
     return w.detach().numpy()
 
 
+def clipping_demo(seed: int, device, max_norm: float) -> dict:
+    """One batch with an outlier target: its gradient norm, clip_grad_norm_, and one SGD step with and without it."""
+    torch.manual_seed(seed)
+    x = torch.randn(64, 4, device=device)  # (B, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0], device=device) + 0.1 * torch.randn(64, device=device)  # (B,)
+    y[0] = 1000.0  # one corrupted label: a huge error, a huge gradient
+    start = nn.Linear(4, 1).to(device)
+    out = {}
+
+    def clean_loss(model) -> float:  # the loss on the 63 ordinary points
+        with torch.no_grad():
+            return F.mse_loss(model(x[1:]).squeeze(1), y[1:]).item()
+
+    out["clean_loss_before"] = clean_loss(start)
+    for clip in (False, True):
+        model = copy.deepcopy(start)
+        F.mse_loss(model(x).squeeze(1), y).backward()
+        grads_before = [p.grad.clone() for p in model.parameters()]
+        by_hand = torch.sqrt(sum((g**2).sum() for g in grads_before)).item()  # one norm over ALL parameters
+        if clip:
+            # scales every gradient by max_norm / total_norm when total_norm > max_norm; returns the norm before
+            returned = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm).item()
+            after = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters())).item()
+            dot = sum((a * p.grad).sum() for a, p in zip(grads_before, model.parameters()))
+            out.update({"clip_norm_before": returned, "clip_norm_by_hand": by_hand, "clip_norm_after": after,
+                        "clip_direction_cosine": (dot / (by_hand * after)).item()})
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        out[f"clean_loss_after_{'clipped' if clip else 'unclipped'}_step"] = clean_loss(model)
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -219,8 +252,7 @@ def main(argv=None) -> dict:
         ax.plot(*path[-1], marker="X", ms=9, color=line.get_color(), mec="k")  # where it stopped
     ax.plot([1], [1], "k*", ms=12, label="minimum (1, 1)")
     ax.plot([-1.5], [2.0], "ko", ms=5)
-    ax.set_xlim(-2, 2)
-    ax.set_ylim(-1, 3)
+    ax.set(xlim=(-2, 2), ylim=(-1, 3), xlabel="x", ylabel="y  (contours: log10 of (1 - x)^2 + 100 (y - x^2)^2)")
     ax.set_title(f"Optimizer paths on the Rosenbrock function ({steps} steps, X = end)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -247,6 +279,24 @@ def main(argv=None) -> dict:
     print(f"gradient, so the weight moves ~lr per step: {ratio:.1f}x AdamW's decay here, for the same weight_decay.")
     print("That coupling is why AdamW (decoupled decay) is the default for training transformers.")
 
+    section("Gradient clipping: one bad batch must not wreck the weights")
+    max_norm = 1.0
+    clip = clipping_demo(args.seed, device, max_norm)
+    m.update(clip)
+    print("64 points of a linear law, one with a corrupted target (1000): MSE's gradient is dominated by it.")
+    print(f"total gradient norm: clip_grad_norm_ returned {clip['clip_norm_before']:.2f} (by hand "
+          f"{clip['clip_norm_by_hand']:.2f}); after clipping to max_norm={max_norm}: {clip['clip_norm_after']:.4f}, "
+          f"same direction (cosine {clip['clip_direction_cosine']:.6f})")
+    before, unclipped, clipped = (clip["clean_loss_before"], clip["clean_loss_after_unclipped_step"],
+                                  clip["clean_loss_after_clipped_step"])
+    print(f"loss on the 63 ordinary points: {before:.2f} before; after one SGD step (lr 0.1) {unclipped:.2f} without "
+          f"clipping, {clipped:.2f} with it")
+    print(f"  -> one step without clipping multiplied that loss by {unclipped / before:.2f}, with clipping by "
+          f"{clipped / before:.2f}: a clipped step is at most lr * max_norm = {0.1 * max_norm:g} long, however bad "
+          "the batch")
+    print("in a loop: loss.backward(); clip_grad_norm_(model.parameters(), max_norm); optimizer.step() (with AMP,")
+    print("scaler.unscale_(optimizer) first). Log the returned norm: a sudden spike is the early warning.")
+
     record = {"metrics": m, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
     (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
@@ -257,6 +307,8 @@ def main(argv=None) -> dict:
     print("- Momentum and Adam keep per-parameter state: it lives in optimizer.state_dict() and must be checkpointed.")
     print("- Adam's steps are ~lr in size whatever the gradient's scale; SGD's are lr * gradient.")
     print("- Adam(weight_decay=...) is L2 regularisation, coupled to the gradient; AdamW decays weights uniformly.")
+    print("- clip_grad_norm_ rescales all gradients together when their total norm exceeds max_norm: same direction,")
+    print("  bounded step; it returns the norm before clipping, worth logging.")
     return m
 
 

@@ -6,17 +6,20 @@ torchvision.datasets.MNIST from --data-dir (downloading it there if it is missin
 --offline, --smoke or no network it uses MNIST only if it is already on disk, and otherwise says so in one line
 and generates "synthetic digits": the characters 0-9 rendered with PIL at 28x28, then moved by a random affine map
 (rotation, scale, shear, shift), with random stroke width, brightness and noise, normalised like MNIST. Either
-way the metrics record which data was used (used_real_mnist). After training it prints per-class accuracy and
-plots test digits with their predictions.
+way the metrics record which data was used (used_real_mnist). A tenth of the training images is held out as a
+validation split for the per-epoch figures; the test set is measured once, at the end, with per-class accuracy and
+a plot of test digits with their predictions. Finally it shows that an MLP is blind to where pixels are: the same
+network trained on images whose pixels were shuffled (one fixed permutation) reaches the same accuracy.
 
 Run it:
     python 04-neural-networks/07_mlp_classification.py                 # real MNIST if downloadable
     python 04-neural-networks/07_mlp_classification.py --offline       # never touches the network
     python 04-neural-networks/07_mlp_classification.py --epochs 10 --hidden 512
 
-Takes about a minute or less on a laptop CPU (an MLP like this typically reaches about 98% on real MNIST in 5
-epochs; the synthetic digits, about 98.5%). What to look for: the data source line, the loss falling epoch by
-epoch, test accuracy against 10% chance, and which digits are confused most often.
+Takes about 8 s on a 2-core CPU with the synthetic digits (measured: 98.6-98.8% test accuracy in 5 epochs); real MNIST
+has 5.4 times as many training images, so proportionally longer (an MLP like this typically reaches about 98% on
+it). What to look for: the data source line, the loss falling epoch by epoch, validation and test accuracy against
+10% chance, which digits are confused most often, and the same accuracy with the pixels shuffled.
 """
 
 import argparse
@@ -72,7 +75,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--hidden", type=int, default=256, help="units in the first hidden layer (second: half)")
-    parser.add_argument("--synthetic-train", type=int, default=10000, help="synthetic digits to train on")
+    parser.add_argument("--synthetic-train", type=int, default=10000,
+                        help="synthetic digits for training; a tenth of them is held out for validation")
     parser.add_argument("--synthetic-test", type=int, default=4000, help="synthetic digits to test on")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -81,8 +85,9 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if min(args.epochs, args.batch_size, args.hidden) < 1 or args.lr <= 0:
         parser.error("--epochs, --batch-size and --hidden must be >= 1 and --lr > 0")
-    if min(args.synthetic_train, args.synthetic_test) < 10:
-        parser.error("--synthetic-train and --synthetic-test must be at least 10")
+    if args.synthetic_train < 20 or args.synthetic_test < 10:
+        parser.error("--synthetic-train must be at least 20 (a tenth is held out for validation) and "
+                     "--synthetic-test at least 10")
     return args
 
 
@@ -194,6 +199,33 @@ def get_data(args):
     return x_tr, y_tr, x_te, y_te, True
 
 
+def train_mlp(model, x_train, y_train, x_val, y_val, epochs: int, batch_size: int, lr: float, seed: int,
+              device) -> dict:
+    """Adam on shuffled mini-batches; after each epoch the train loss and the VALIDATION accuracy (never the test
+    set: that is looked at once, at the end). The loader's generator is seeded, so the batch order is the seed's."""
+    loader = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    history = {"train_loss": [], "val_acc": [], "epoch_s": []}
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)  # (B, 784), (B,)
+            optimizer.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(yb)
+            seen += len(yb)
+        history["train_loss"].append(total / seen)
+        history["val_acc"].append((predict(model, x_val, device) == y_val).float().mean().item())
+        history["epoch_s"].append(time.perf_counter() - t0)
+    return history
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -206,50 +238,44 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     raw_train, y_train, raw_test, y_test, used_real = get_data(args)
     data_s = time.perf_counter() - t0
-    x_train, x_test = normalise(raw_train), normalise(raw_test)  # (N, 784) each
-    print(f"source: {'MNIST' if used_real else 'synthetic digits'}; train {tuple(x_train.shape)}, test "
-          f"{tuple(x_test.shape)}; class counts (train) {torch.bincount(y_train, minlength=10).tolist()}")
+    source = "MNIST" if used_real else "synthetic digits"
+    # a validation split carved from the training images: per-epoch figures come from it, never from the test set
+    n_val = max(len(y_train) // 10, 2)
+    order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(args.seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    raw_val, y_val = raw_train[val_idx], y_train[val_idx]
+    raw_train, y_train = raw_train[train_idx], y_train[train_idx]
+    x_train, x_val, x_test = normalise(raw_train), normalise(raw_val), normalise(raw_test)  # (N, 784) each
+    print(f"source: {source}; train {tuple(x_train.shape)}, validation {tuple(x_val.shape)} (held out of the "
+          f"training images), test {tuple(x_test.shape)}")
+    print(f"class counts (train) {torch.bincount(y_train, minlength=10).tolist()}")
     print(f"after normalising: mean {x_train.mean().item():+.3f}, std {x_train.std().item():.3f} "
           f"(MNIST's own statistics give 0 and 1); prepared in {data_s:.1f} s")
 
     section(f"Model: 784 -> {args.hidden} -> {args.hidden // 2 or 1} -> 10")
     model = MLP(args.hidden).to(device)
+    init_state = {k: v.clone() for k, v in model.state_dict().items()}  # reused by the shuffled-pixel run
     n_params = sum(p.numel() for p in model.parameters())
     print(model)
     print(f"{n_params:,} parameters")
 
-    section(f"Training: {epochs} epochs, Adam lr {args.lr}, batch {64 if args.smoke else args.batch_size}")
-    batch_size = 64 if args.smoke else args.batch_size  # more (smaller) steps for the tiny smoke subset
-    loader = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(args.seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    loss_fn = nn.CrossEntropyLoss()
-    epoch_losses = []
+    batch_size = min(64 if args.smoke else args.batch_size, len(y_train))  # smoke: more, smaller steps
+    section(f"Training: {epochs} epochs, Adam lr {args.lr}, batch {batch_size}")
     t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)  # (B, 784), (B,)
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(yb)
-            seen += len(yb)
-        epoch_losses.append(total / seen)
-        test_acc_epoch = (predict(model, x_test, device) == y_test).float().mean().item()
-        print(f"  epoch {epoch}: train loss {epoch_losses[-1]:.4f}   test accuracy {test_acc_epoch:.4f}   "
-              f"({time.perf_counter() - t0:.1f} s)")
+    history = train_mlp(model, x_train, y_train, x_val, y_val, epochs, batch_size, args.lr, args.seed, device)
     train_s = time.perf_counter() - t0
-    # Lesson 06 picks epochs on a validation split; here the epoch count is fixed in advance, so the test set is
-    # only watched, never used to choose anything.
+    for epoch in range(epochs):
+        print(f"  epoch {epoch + 1}: train loss {history['train_loss'][epoch]:.4f}   validation accuracy "
+              f"{history['val_acc'][epoch]:.4f}   (this epoch took {history['epoch_s'][epoch]:.2f} s)")
+    print(f"training took {train_s:.1f} s in all. The epoch count is fixed in advance (lesson 06 picks it on the "
+          "validation split); the test set has not been looked at yet.")
 
-    section("Test set")
+    section("Test set, looked at once")
     pred = predict(model, x_test, device)  # (N_test,)
     test_acc = (pred == y_test).float().mean().item()
     train_acc = (predict(model, x_train, device) == y_train).float().mean().item()
-    print(f"test accuracy {test_acc:.4f} (chance 0.10), train accuracy {train_acc:.4f}")
+    print(f"test accuracy {test_acc:.4f} (chance 0.10), train accuracy {train_acc:.4f}, last validation accuracy "
+          f"{history['val_acc'][-1]:.4f}")
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((y_test, pred), torch.ones_like(y_test), accumulate=True)  # rows: true, cols: predicted
     per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1)
@@ -262,25 +288,75 @@ def main(argv=None) -> dict:
     else:
         print("no test digit was misclassified")
 
+    section("An MLP does not know where pixels are: one fixed shuffle of the 784 inputs")
+    perm = torch.randperm(784, generator=torch.Generator().manual_seed(args.seed + 1))  # one shuffle for all images
+    # 1. the trained network, its first weight matrix's columns permuted the same way, on shuffled images
+    twin = MLP(args.hidden).to(device)
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        twin.net[0].weight.copy_(model.net[0].weight[:, perm])  # column j now weighs shuffled pixel j
+        model.eval()
+        twin.eval()
+        probe = x_test[:512].to(device)
+        twin_diff = (twin(probe[:, perm]) - model(probe)).abs().max().item()
+    print(f"trained MLP on the images vs the same MLP, W1 columns permuted, on shuffled images: max abs diff of the "
+          f"logits {twin_diff:.1e} (summation order only)")
+    # 2. training from scratch on shuffled pixels: same initial function, same batches
+    shuffled = MLP(args.hidden).to(device)
+    shuffled.load_state_dict(init_state)
+    with torch.no_grad():
+        shuffled.net[0].weight.copy_(init_state["net.0.weight"][:, perm])
+    shuffled_history = train_mlp(shuffled, x_train[:, perm], y_train, x_val[:, perm], y_val, epochs, batch_size,
+                                 args.lr, args.seed, device)
+    shuffled_pred = predict(shuffled, x_test[:, perm], device)
+    shuffled_acc = (shuffled_pred == y_test).float().mean().item()
+    agree = (shuffled_pred == pred).float().mean().item()
+    print(f"trained on shuffled pixels ({epochs} epochs, same seed): test accuracy {shuffled_acc:.4f} against "
+          f"{test_acc:.4f} on the images as they are; the two models agree on {agree:.1%} of the test digits")
+    print("to a person the shuffled images are noise; to the MLP it is the same task, because it never used the")
+    print("pixels' positions.")
+
     fig = Figure(figsize=(10, 4.5))
-    for i in range(24):
+    for i in range(min(24, len(y_test))):
         ax = fig.add_subplot(3, 8, i + 1)
         ax.imshow(raw_test[i].numpy(), cmap="gray")
         ok = int(pred[i]) == int(y_test[i])
         ax.set_title(f"pred {int(pred[i])}" + ("" if ok else f" (true {int(y_test[i])})"), fontsize=8,
                      color="black" if ok else "red")
-        ax.axis("off")
-    fig.suptitle(f"{'MNIST' if used_real else 'synthetic digits'}: test accuracy {test_acc:.3f}")
+        ax.axis("off")  # an image grid: each panel's title is its label
+    fig.suptitle(f"{source}: the first {min(24, len(y_test))} test images and the MLP's predictions "
+                 f"(test accuracy {test_acc:.3f})")
     fig.tight_layout()
     plot_path = args.out_dir / "test_predictions.png"
     fig.savefig(plot_path, dpi=100)
-    print(f"plot: {plot_path}")
+    print(f"\nplot: {plot_path}")
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ep = range(1, epochs + 1)
+    for name, h, style in (("pixels in place", history, "o-"), ("pixels shuffled (dashed: on top when equal)",
+                                                                shuffled_history, "x--")):
+        ax_loss.plot(ep, h["train_loss"], style, label=name)
+        ax_acc.plot(ep, h["val_acc"], style, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="mean cross-entropy over the epoch", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy on the validation split", title="validation accuracy after each epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xticks(list(ep))
+        ax.legend(fontsize=8)
+    fig.suptitle(f"MLP on {source}")
+    fig.tight_layout()
+    curves_path = args.out_dir / "training_curves.png"
+    fig.savefig(curves_path, dpi=100)
+    print(f"plot: {curves_path}")
 
     metrics = {
-        "used_real_mnist": int(used_real), "n_train": len(y_train), "n_test": len(y_test), "epochs": epochs,
-        "n_parameters": n_params, "first_epoch_train_loss": epoch_losses[0], "last_epoch_train_loss": epoch_losses[-1],
+        "used_real_mnist": int(used_real), "n_train": len(y_train), "n_val": len(y_val), "n_test": len(y_test),
+        "epochs": epochs, "batch_size": batch_size, "n_parameters": n_params,
+        "first_epoch_train_loss": history["train_loss"][0], "last_epoch_train_loss": history["train_loss"][-1],
+        "first_epoch_val_accuracy": history["val_acc"][0], "last_epoch_val_accuracy": history["val_acc"][-1],
         "train_accuracy": train_acc, "test_accuracy": test_acc, "chance_accuracy": 0.1,
-        "worst_class_accuracy": per_class.min().item(), "train_time_s": train_s, "data_time_s": data_s,
+        "worst_class_accuracy": per_class.min().item(), "permuted_weights_max_abs_diff": twin_diff,
+        "shuffled_pixels_test_accuracy": shuffled_acc, "shuffled_pixels_prediction_agreement": agree,
+        "train_time_s": train_s, "data_time_s": data_s,
     }
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
@@ -288,11 +364,14 @@ def main(argv=None) -> dict:
     print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- An MLP has no idea that pixels have neighbours: one fixed shuffle of the 784 inputs only permutes the")
-    print("  columns of the first weight matrix, so the shuffled task is the same task to it. Convolutions")
-    print("  (module 06) build the neighbourhood structure in.")
+    print(f"- An MLP has no idea that pixels have neighbours: shuffling the 784 inputs once only permutes the columns")
+    print(f"  of the first weight matrix (logits agree to {twin_diff:.0e}), and trained on shuffled pixels it reached "
+          f"{shuffled_acc:.3f} against {test_acc:.3f}.")
+    print("  Convolutions (module 06) build the neighbourhood structure in.")
     print("- Normalising the inputs (mean 0, std 1) lets the default initialisation and Adam work as designed.")
-    print("- Train accuracy above test accuracy is the generalisation gap; lesson 08 measures and shrinks it.")
+    print("- Per-epoch figures come from a validation split; the test set is measured once, at the end.")
+    print(f"- Train accuracy ({train_acc:.3f}) against test accuracy ({test_acc:.3f}) is the generalisation gap; "
+          "lesson 08 measures and shrinks it.")
     return metrics
 
 

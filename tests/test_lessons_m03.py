@@ -27,8 +27,8 @@ def test_01_autograd_basics(run_lesson):
     assert m["data_inplace_silent_grad"] == 0.0  # ... but not through .data: a silently wrong gradient
     assert m["inference_tensor_in_autograd_raised"] is True
     assert m["no_grad_output_requires_grad"] is False
-    assert m["saved_for_backward_bytes_grad"] > 0 and m["saved_for_backward_bytes_no_grad"] == 0
-    assert min(m["forward_grad_enabled_ms"], m["forward_no_grad_ms"], m["forward_inference_mode_ms"]) > 0
+    # --smoke: a 64x64 MLP on a (64, 64) batch; backward needs at least the input and the hidden activation
+    assert m["saved_for_backward_bytes_grad"] >= 2 * 64 * 64 * 4 and m["saved_for_backward_bytes_no_grad"] == 0
 
 
 @pytest.mark.subprocess
@@ -38,9 +38,9 @@ def test_01_autograd_basics_as_a_learner_runs_it(run_lesson_subprocess):
     assert m["accumulation_ratio"] == pytest.approx(2.0)
 
 
-def test_02_computational_graphs(run_lesson):
+def test_02_computational_graphs(run_lesson, tmp_path):
     m = run_lesson(GRAPHS)
-    assert m["graph_png_written"] is True
+    assert m["graph_png_written"] is True and any(p.stat().st_size > 10_000 for p in (tmp_path / "out").glob("*.png"))
     assert m["graph_leaves"] == 2  # W and b; the constants x and c add no node
     assert m["graph_nodes"] == 11
     assert m["max_abs_diff_manual_vs_autograd_W"] < 1e-5
@@ -59,7 +59,6 @@ def test_03_gradient_computation(run_lesson, device):
     for key in ("vjp_error", "jacobian_error", "hessian_error", "double_backward_error", "per_sample_grad_error",
                 "per_sample_mean_vs_batch_grad_error"):
         assert m[key] < tol, key
-    assert m["per_sample_loop_ms"] > 0 and m["per_sample_vmap_ms"] > 0
 
 
 def test_04_custom_autograd(run_lesson):
@@ -70,7 +69,11 @@ def test_04_custom_autograd(run_lesson):
     assert m["softplus_vs_builtin_error"] < 1e-8 and m["logsumexp_vs_builtin_error"] < 1e-10
     assert m["naive_nonfinite_count"] >= 4 and m["custom_nonfinite_count"] == 0
     assert m["torch_func_error"] < 1e-10
-    assert m["round_max_grad"] == 0.0 and m["ste_max_grad"] > 0
+    # reason 3, measured: the custom Functions keep about the input; autograd's op-by-op version twice that
+    for name in ("softplus", "logsumexp"):
+        assert m[f"{name}_custom_saved_bytes"] <= 1.01 * m["saved_input_bytes"], name
+        assert m[f"{name}_autograd_saved_bytes"] >= 1.9 * m[f"{name}_custom_saved_bytes"], name
+    assert m["round_max_grad"] == 0.0 and m["ste_max_grad"] == 3.0  # d round(3x)/dx: 0 truly, 3 straight-through
     assert m["round_fit_final_loss"] > 1.0 and m["ste_fit_final_loss"] < 0.01 * m["ste_fit_first_loss"]
     assert m["ste_fit_weight"] == pytest.approx(2.75)
 
@@ -93,16 +96,23 @@ def test_05_gradient_descent(run_lesson, device):
 
 
 def test_06_gradient_accumulation(run_lesson):
-    m = run_lesson(ACCUMULATION)
+    m = run_lesson(ACCUMULATION)  # batch 64 = 4 pieces of 16
     assert m["correct_scaling_max_abs_diff"] <= 1e-6
     assert m["no_scaling_norm_ratio"] == pytest.approx(m["pieces"], rel=1e-4)  # pieces times too large
+    assert m["no_scaling_over_pieces_max_abs_diff"] <= 1e-6 and m["no_scaling_cosine"] == pytest.approx(1, abs=1e-6)
     assert m["no_scaling_max_abs_diff"] > 1e-2
+    assert m["uneven_pieces"] and m["last_piece_example_weight"] == pytest.approx(56 / (4 * 8))  # 16+16+16+8
     assert m["uneven_share_scaling_max_abs_diff"] <= 1e-6
     assert m["uneven_steps_scaling_max_abs_diff"] > 1e-3
     assert m["training_params_max_abs_diff"] <= 1e-5
-    assert m["full_batch_final_loss"] < m["full_batch_initial_loss"]
+    assert m["full_batch_final_loss"] < 0.8 * m["full_batch_initial_loss"]
     assert m["forgot_zero_grad_params_max_abs_diff"] > 1e-2
-    assert m["batchnorm_max_abs_diff"] > 1e-3
+    assert not m["batchnorm_single_example_raised"] and m["batchnorm_relative_diff"] > 0.01
+    # checkpointing: a fraction of the activation bytes, every block run twice, the same gradient
+    assert m["checkpoint_saved_bytes"] < 0.25 * m["checkpoint_plain_saved_bytes"]
+    assert m["checkpoint_micro_saved_bytes"] == pytest.approx(m["checkpoint_plain_saved_bytes"] / 4, rel=1e-6)
+    assert m["checkpoint_block_forwards"] == 2 * m["plain_block_forwards"] == 8
+    assert m["checkpoint_grad_max_abs_diff"] <= 1e-6
 
 
 def test_06_gradient_accumulation_uneven_flags(run_lesson):
@@ -110,3 +120,22 @@ def test_06_gradient_accumulation_uneven_flags(run_lesson):
     assert m["pieces"] == 4
     assert m["correct_scaling_max_abs_diff"] <= 1e-6
     assert m["full_batch_steps_scaling_max_abs_diff"] > 1e-3  # 30 = 8 + 8 + 8 + 6: 1/4 is not each piece's share
+    # unscaled uneven pieces: not a multiple of the full gradient, so neither 4 times it nor parallel to it
+    assert abs(m["no_scaling_norm_ratio"] - 4) > 1e-3 and m["no_scaling_over_pieces_max_abs_diff"] > 1e-3
+    assert m["uneven_pieces"] and m["last_piece_example_weight"] == pytest.approx(30 / (4 * 6))
+
+
+def test_06_gradient_accumulation_pieces_of_one_example(run_lesson):
+    m = run_lesson(ACCUMULATION, "--micro", "1")  # 64 pieces of one: BatchNorm cannot train on them
+    assert m["pieces"] == 64 and m["correct_scaling_max_abs_diff"] <= 1e-6
+    assert m["batchnorm_single_example_raised"] and "batchnorm_max_abs_diff" not in m
+    assert not m["uneven_pieces"]  # pieces of one are always even: 1/steps is the share
+    assert m["uneven_steps_scaling_max_abs_diff"] <= 1e-6
+    assert m["checkpoint_micro_saved_bytes"] < m["checkpoint_plain_saved_bytes"] / 32
+
+
+def test_06_gradient_accumulation_last_piece_of_one(run_lesson):
+    m = run_lesson(ACCUMULATION, "--batch", "9", "--micro", "2")  # 2 + 2 + 2 + 2 + 1
+    assert m["batchnorm_single_example_raised"]
+    assert m["uneven_pieces"] and m["last_piece_example_weight"] == pytest.approx(9 / 5)
+    assert m["uneven_steps_scaling_max_abs_diff"] > 1e-3 and m["uneven_share_scaling_max_abs_diff"] <= 1e-6

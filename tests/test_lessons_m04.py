@@ -23,7 +23,7 @@ def test_01_nn_module(run_lesson):
     assert m["plain_list_parameters"] == 0  # layers in a Python list are invisible to .parameters()
     assert m["n_buffers"] == 2 and m["state_dict_entries"] == 10  # the non-persistent buffer is not saved
     assert m["reload_max_abs_diff"] == 0.0
-    assert m["hooked_layers"] == 4 and m["hook_max_abs_diff"] < 1e-6
+    assert m["hooked_layers"] == 4 and m["hook_max_abs_diff"] < 1e-6 and m["hook_grad_max_abs_diff"] < 1e-7
     assert m["train_mode_pass_diff"] > 1e-3  # dropout: two passes differ
     assert m["eval_mode_pass_diff"] == 0.0
     assert m["train_mode_flags"] == m["n_modules"] and m["eval_mode_flags"] == 0
@@ -85,6 +85,11 @@ def test_05_optimizers(run_lesson):
     assert m["adamw_decay_no_grad"] == pytest.approx(m["adamw_decay_expected"], rel=1e-4)
     assert m["adam_decay_no_grad"] > 3 * m["adamw_decay_no_grad"]
     assert m["adam_decay_large_grad"] < m["adamw_decay_large_grad"]
+    # gradient clipping: the returned norm is the total norm before clipping; afterwards max_norm, same direction
+    assert m["clip_norm_before"] == pytest.approx(m["clip_norm_by_hand"], rel=1e-5) and m["clip_norm_before"] > 10
+    assert m["clip_norm_after"] == pytest.approx(1.0, rel=1e-4) and m["clip_direction_cosine"] > 1 - 1e-5
+    assert m["clean_loss_after_unclipped_step"] > 2 * m["clean_loss_before"]  # the outlier wrecks one plain step
+    assert m["clean_loss_after_clipped_step"] < 1.1 * m["clean_loss_before"]
 
 
 def test_06_training_loop(run_lesson):
@@ -94,16 +99,39 @@ def test_06_training_loop(run_lesson):
     assert m["test_accuracy"] > 0.8 > 2 * m["chance_accuracy"]
     assert m["best_val_accuracy"] == m["reloaded_val_accuracy"]  # the checkpoint holds the best epoch's weights
     assert 1 <= m["best_epoch"] <= m["epochs"]
-    assert m["train_mode_pass_diff"] > 0 and m["eval_mode_pass_diff"] == 0.0
+    assert m["train_mode_pass_diff"] > 1e-3 and m["eval_mode_pass_diff"] == 0.0  # dropout on, then off
     assert m["no_grad_output_requires_grad"] == 0
     assert m["reproducibility_max_abs_diff"] == 0.0
+    # overfit one batch first: the wired loop memorises it, the mis-wired optimizer does not move the loss
+    assert m["overfit_batch_final_loss"] < 0.05 < 0.5 * m["overfit_batch_first_loss"]
+    assert m["overfit_batch_broken_final_loss"] > 0.95 * m["overfit_batch_first_loss"]
 
 
-def test_07_mlp_classification_offline_stand_in(run_lesson):
+def test_06_training_loop_tiny_data_and_a_batch_larger_than_it(run_lesson):
+    m = run_lesson(TRAINING_LOOP, "--epochs", "1", "--points", "60", "--batch-size", "1000", smoke=False)
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (42, 9, 9)  # one batch of 42 per epoch
+    assert m["best_epoch"] == 1 and m["best_val_accuracy"] == m["reloaded_val_accuracy"]
+    assert m["eval_mode_pass_diff"] == 0.0
+
+
+def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path):
     m = run_lesson(MLP)  # no MNIST under the temporary cwd's data/: synthetic digits
     assert m["used_real_mnist"] == 0
+    assert m["n_train"] + m["n_val"] == 1500 and m["n_val"] == 150  # validation held out of the training images
     assert m["last_epoch_train_loss"] < m["first_epoch_train_loss"]
-    assert m["test_accuracy"] > 0.35  # chance is 0.10; two tiny epochs already clear it by far
+    assert m["last_epoch_val_accuracy"] > 0.35 and m["test_accuracy"] > 0.35  # chance is 0.10
+    # blind to pixel order: permuted W1 columns give the same logits, and training on shuffled pixels the same model
+    assert m["permuted_weights_max_abs_diff"] < 1e-4
+    assert abs(m["shuffled_pixels_test_accuracy"] - m["test_accuracy"]) < 0.03
+    assert m["shuffled_pixels_prediction_agreement"] > 0.95
+    for name in ("test_predictions.png", "training_curves.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000, name
+
+
+def test_07_mlp_classification_batch_larger_than_data(run_lesson):
+    m = run_lesson(MLP, "--offline", "--epochs", "1", "--batch-size", "100000", "--synthetic-train", "20",
+                   "--synthetic-test", "10", "--hidden", "1", smoke=False)
+    assert m["n_train"] == 18 and m["n_val"] == 2 and m["batch_size"] == 18 and m["epochs"] == 1
 
 
 def write_idx_mnist(root, n_train: int = 300, n_test: int = 100) -> None:
@@ -126,7 +154,7 @@ def test_07_mlp_classification_reads_real_mnist_files(run_lesson, tmp_path):
     # --smoke never downloads but uses MNIST files that are already on disk, through torchvision.datasets.MNIST
     m = run_lesson(MLP, "--data-dir", str(tmp_path / "mnist_root"))
     assert m["used_real_mnist"] == 1
-    assert m["n_train"] == 300 and m["n_test"] == 100
+    assert m["n_train"] == 270 and m["n_val"] == 30 and m["n_test"] == 100
     assert m["test_accuracy"] > 0.5
 
 
