@@ -115,7 +115,6 @@ def test_05_gpu_acceleration(run_lesson, device):
         # which copy is faster is measured, never asserted (a busy machine can flip it); the ratio must be the
         # ratio of the two bandwidths the lesson printed
         assert m["pinned_over_pageable_speedup"] == pytest.approx(m["h2d_pinned_gbps"] / m["h2d_pageable_gbps"])
-        assert m["cuda_was_initialised"] in (0, 1)
 
 
 def test_05_gpu_acceleration_sizes_flag(run_lesson):
