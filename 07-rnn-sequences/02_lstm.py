@@ -71,7 +71,7 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where the models train; auto picks cuda, then mps, then cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
-    parser.add_argument("--smoke", action="store_true", help="a 30-step gap and 120 training steps: seconds")
+    parser.add_argument("--smoke", action="store_true", help="a 20-step gap and 100 training steps: seconds")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/07-rnn-sequences/02_lstm"),
                         help="where metrics.json, gradient_flow.png and gates.png are written")
     parser.add_argument("--length", type=int, default=60, help="distractor steps between the symbol and the question")
@@ -205,8 +205,8 @@ def main(argv=None) -> dict:
     seed_everything(args.seed)
     device = pick_device(args.device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    length = min(args.length, 30) if args.smoke else args.length
-    steps = min(args.steps, 120) if args.smoke else args.steps
+    length = min(args.length, 20) if args.smoke else args.length
+    steps = min(args.steps, 100) if args.smoke else args.steps
     if args.smoke:
         args.batch_size = min(args.batch_size, 64)
     tol = 1e-5 if device.type == "cpu" else 1e-4  # why: see 01_rnn_basics.py (cuDNN's fused kernels round differently)

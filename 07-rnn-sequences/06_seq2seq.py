@@ -4,8 +4,8 @@ Sections:
 1. The task, with an answer a program can check: "march 5, 2021", "5 mar 2021", "05/03/2021", "the 5th of march
    2021", ... -> "2021-03-05". Characters in, characters out, with the special tokens <pad> (fills batches),
    <sos> (starts every decoder input) and <eos> (the decoder says "done").
-2. The encoder reads the packed input characters into one vector (its final hidden state); the decoder starts from
-   that vector and emits one character at a time.
+2. A bidirectional GRU encoder reads the packed input characters into one vector (its two final hidden states
+   side by side); the decoder GRU starts from that vector and emits one character at a time.
 3. Training with teacher forcing: at each decoder step the input is the TRUE previous character with probability
    --teacher-forcing, otherwise the decoder's own previous guess.
 4. Greedy decoding on held-out dates (the argmax at each step, fed back, until <eos>) and exact-sequence accuracy:
@@ -80,19 +80,20 @@ def parse_args(argv):
                         help="where metrics.json is written")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the main model")
     parser.add_argument("--batch-size", type=int, default=64, help="dates per step")
-    parser.add_argument("--hidden", type=int, default=96, help="GRU hidden size (encoder and decoder)")
+    parser.add_argument("--hidden", type=int, default=128, help="decoder GRU hidden size (the bidirectional encoder has half per direction) (encoder and decoder)")
     parser.add_argument("--embed", type=int, default=32, help="character embedding size")
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate")
     parser.add_argument("--teacher-forcing", type=float, default=0.5,
                         help="probability of feeding the true previous character to the decoder while training")
-    parser.add_argument("--tf-steps", type=int, default=300, help="training steps of each model in section 5")
+    parser.add_argument("--tf-steps", type=int, default=400, help="training steps of each model in section 5")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
-    if min(args.steps, args.batch_size, args.hidden, args.embed, args.tf_steps) < 1 or args.lr <= 0:
-        parser.error("need --steps, --batch-size, --hidden, --embed, --tf-steps >= 1 and --lr > 0")
+    if min(args.steps, args.batch_size, args.embed, args.tf_steps) < 1 or args.hidden < 2 or args.lr <= 0:
+        parser.error("need --steps, --batch-size, --embed, --tf-steps >= 1, --hidden >= 2 and --lr > 0")
+    args.hidden -= args.hidden % 2  # split evenly between the encoder's two directions
     if not 0 <= args.teacher_forcing <= 1:
         parser.error("--teacher-forcing is a probability: 0..1")
     return args
@@ -145,15 +146,16 @@ class Seq2Seq(nn.Module):
     def __init__(self, vocab: int, embed: int, hidden: int):
         super().__init__()
         self.src_embed = nn.Embedding(vocab, embed, padding_idx=PAD)
-        self.encoder = nn.GRU(embed, hidden, batch_first=True)
+        # bidirectional: the day (often first) and the year (often last) are both near an end of the input
+        self.encoder = nn.GRU(embed, hidden // 2, batch_first=True, bidirectional=True)
         self.tgt_embed = nn.Embedding(vocab, embed)
         self.decoder = nn.GRUCell(embed, hidden)  # one step at a time: its input depends on the previous output
         self.out = nn.Linear(hidden, vocab)
 
     def encode(self, src, lengths):
         packed = pack_padded_sequence(self.src_embed(src), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.encoder(packed)  # (1, B, H): the whole input squeezed into one vector
-        return h[0]
+        _, h = self.encoder(packed)  # (2, B, H/2): final forward and backward states
+        return torch.cat([h[0], h[1]], dim=1)  # (B, H): the whole input squeezed into one vector
 
     def step(self, token, h):
         """token (B,) previous character, h (B, H) -> logits (B, V) for the next character, new h."""
@@ -224,13 +226,13 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.smoke:
-        args.hidden, args.steps, args.tf_steps = min(args.hidden, 64), min(args.steps, 120), min(args.tf_steps, 20)
+        args.hidden, args.steps, args.tf_steps = min(args.hidden, 64), min(args.steps, 80), min(args.tf_steps, 10)
 
     section("1. The task and its tokens")
     rng = random.Random(args.seed)
-    test_pairs = date_pairs(500 if args.smoke else 1000, rng)
+    test_pairs = date_pairs(300 if args.smoke else 1000, rng)
     held_out = {dt.date.fromisoformat(b) for _, b in test_pairs}
-    train_pairs = date_pairs(20000, rng, exclude=held_out)
+    train_pairs = date_pairs(5000 if args.smoke else 20000, rng, exclude=held_out)
     for a, b in train_pairs[:5]:
         print(f"  {a!r:32} -> {b!r}")
     src, lengths, tgt = make_batch(train_pairs[:3], "cpu")

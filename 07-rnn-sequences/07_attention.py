@@ -270,7 +270,7 @@ def main(argv=None) -> dict:
 
     section("3. Seq2seq with and without attention: reversing digit strings")
     max_len = min(args.max_len, 7) if args.smoke else args.max_len
-    steps = min(args.steps, 90) if args.smoke else args.steps
+    steps = min(args.steps, 70) if args.smoke else args.steps
     print(f"strings of 3..{max_len} digits, {steps} steps of {args.batch_size}, hidden {args.hidden}, the same "
           "data for both models")
     results, models, train_s = {}, {}, {}
@@ -278,7 +278,8 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         models[attention], last_loss = train_seq2seq(attention, args, max_len, steps, device)
         train_s[attention] = time.perf_counter() - t0
-        results[attention] = exact_by_length(models[attention], max_len, device, args.seed)
+        results[attention] = exact_by_length(models[attention], max_len, device, args.seed,
+                                             per_length=50 if args.smoke else 200)
         print(f"  {'with' if attention else 'without':7} attention: final loss {last_loss:.3f}, "
               f"{train_s[attention]:.1f} s")
     print(f"\n  {'length':>6}{'no attention':>14}{'attention':>11}")

@@ -45,8 +45,8 @@ def test_02_lstm(run_lesson, device):
     assert m["lstm_grad_ratio_first_over_last"] > 1e-3, "an open forget gate carries the gradient"
     assert m["lstm_grad_ratio_first_over_last"] > 1e6 * m["rnn_grad_ratio_first_over_last"]
     assert m["lstm_default_bias_grad_ratio_first_over_last"] < m["lstm_grad_ratio_first_over_last"]
-    # smoke: 120 steps at a gap of 30 prove learning (chance 0.25); the RNN-vs-LSTM gap needs the default run
-    assert m["lstm_acc"] > 0.5 and m["lstm_final_loss"] < 1.2, "the LSTM must learn the memory task"
+    # smoke: 100 steps at a gap of 20 prove learning (chance 0.25); the RNN-vs-LSTM gap needs the default run
+    assert m["lstm_acc"] > 0.8, "the LSTM must learn the memory task"
     assert m["forget_gate_mean"] > 0.9
 
 
