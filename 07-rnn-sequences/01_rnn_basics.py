@@ -181,12 +181,16 @@ def main(argv=None) -> dict:
     seqs = [torch.randn(int(n), n_in, device=device) for n in lengths]  # different lengths: (T_i, I)
     padded = pad_sequence(seqs, batch_first=True)  # (B, T_max, I), zeros after each sequence ends
     rnn = nn.RNN(n_in, hidden, num_layers=2, bidirectional=True, batch_first=True).to(device)
-    with torch.no_grad():
-        packed = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)  # lengths on the CPU
-        out_packed, h_packed = rnn(packed)
-        out_pad, out_lengths = pad_packed_sequence(out_packed, batch_first=True)  # (B, T_max, 2H), zeros after end
-        _, h_unpacked = rnn(padded)  # padding runs through the RNN as if it were data
-        alone = torch.cat([rnn(s[None])[1] for s in seqs], dim=1)  # (L*D, B, H): each sequence by itself
+    torch.backends.cudnn.allow_tf32 = False  # as above: compare float32 with float32
+    try:
+        with torch.no_grad():
+            packed = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)  # CPU lengths
+            out_packed, h_packed = rnn(packed)
+            out_pad, out_lengths = pad_packed_sequence(out_packed, batch_first=True)  # (B, T_max, 2H), 0 after end
+            _, h_unpacked = rnn(padded)  # padding runs through the RNN as if it were data
+            alone = torch.cat([rnn(s[None])[1] for s in seqs], dim=1)  # (L*D, B, H): each sequence by itself
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
     packed_diff = (h_packed - alone).abs().max().item()
     unpacked_diff = (h_unpacked - alone).abs().max().item()
     pad_out_max = max(out_pad[i, int(n):].abs().max().item() if n < lengths.max() else 0.0

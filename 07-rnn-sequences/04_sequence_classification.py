@@ -22,7 +22,7 @@ Run it:
     python 07-rnn-sequences/04_sequence_classification.py --predict "the music was great but the ending was dull"
     python 07-rnn-sequences/04_sequence_classification.py --data-dir ~/data   # with aclImdb/ or train.csv inside
 
-Takes about half a minute on a laptop CPU on the generated corpus (longer on aclImdb: see --max-examples).
+Takes about fifteen seconds on a laptop CPU on the generated corpus (longer on aclImdb: see --max-examples).
 What to look for: the vocabulary size and <unk> rate, the bag-of-words test accuracy stuck below its bound (0.8) and
 the LSTM well above it, and the per-kind table showing where word order matters.
 """

@@ -18,7 +18,7 @@ Run it:
     python 07-rnn-sequences/05_time_series.py
     python 07-rnn-sequences/05_time_series.py --window 36 --horizon 6 --epochs 60
 
-Takes about twenty seconds on a laptop CPU. What to look for: on the generated series, error ratios well below 1
+Takes about ten seconds on a laptop CPU. What to look for: on the generated series, error ratios well below 1
 against both baselines; on the S&P 500, a ratio to naive close to 1 (monthly index moves are nearly unpredictable
 from their own past: say so, do not hide it) and seasonal naive doing worse than naive.
 """

@@ -16,7 +16,7 @@ Run it:
     python 07-rnn-sequences/06_seq2seq.py
     python 07-rnn-sequences/06_seq2seq.py --teacher-forcing 1.0 --steps 3000
 
-Takes under a minute on a laptop CPU. What to look for: exact-sequence accuracy on held-out dates above 90%, the
+Takes about a minute on a laptop CPU. What to look for: exact-sequence accuracy on held-out dates above 90%, the
 mistakes it still makes, and how accuracy changes with the teacher-forcing ratio.
 """
 
@@ -85,7 +85,7 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate")
     parser.add_argument("--teacher-forcing", type=float, default=0.5,
                         help="probability of feeding the true previous character to the decoder while training")
-    parser.add_argument("--tf-steps", type=int, default=400, help="training steps of each model in section 5")
+    parser.add_argument("--tf-steps", type=int, default=250, help="training steps of each model in section 5")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")

@@ -18,7 +18,7 @@ Run it:
     python 07-rnn-sequences/07_attention.py
     python 07-rnn-sequences/07_attention.py --max-len 16 --steps 1500
 
-Takes under a minute on a laptop CPU. What to look for: differences around 1e-7 in sections 1-2; exact accuracy
+Takes about half a minute on a laptop CPU. What to look for: differences around 1e-7 in sections 1-2; exact accuracy
 falling with length without attention and staying high with it; a clean anti-diagonal in attention.png.
 """
 
