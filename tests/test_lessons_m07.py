@@ -1,0 +1,154 @@
+"""Smoke runs of module 07 with assertions that prove each lesson did its job."""
+
+import csv
+
+import pytest
+
+pytestmark = pytest.mark.smoke
+
+RNN = "07-rnn-sequences/01_rnn_basics.py"
+TEXT = "07-rnn-sequences/04_sequence_classification.py"
+
+
+def by_hand_tol(device: str) -> float:
+    """float32 rounding on the CPU (~1e-7); cuDNN's fused RNN and fused attention kernels sum in another order."""
+    return 1e-5 if device == "cpu" else 1e-4
+
+
+def test_01_rnn_basics(run_lesson, device):
+    m = run_lesson(RNN)
+    tol = by_hand_tol(device)
+    assert m["layouts_checked"] == 8  # 1-2 layers x uni/bidirectional x batch_first on/off
+    assert m["rnncell_by_hand_max_abs_diff"] < tol
+    assert m["rnn_by_hand_output_max_abs_diff"] < tol and m["rnn_by_hand_h_n_max_abs_diff"] < tol
+    assert m["by_hand_within_tolerance"] == 1
+    assert m["packed_vs_alone_max_abs_diff"] < tol, "packing must give each sequence's own final state"
+    assert m["unpacked_vs_alone_max_abs_diff"] > 1e-2, "without packing the padding leaks into the final state"
+    assert m["packed_output_padding_max_abs"] == 0.0
+    assert m["vanishing_grad_ratio_first_over_last"] < 1e-6, "tanh + small W_hh: the gradient must vanish"
+    assert m["exploding_grad_ratio_first_over_last"] > 1e3, "ReLU + large W_hh: the gradient must explode"
+    assert m["grad_norm_before_clip"] > 100 * m["max_norm"]
+    assert m["grad_norm_after_clip"] == pytest.approx(m["max_norm"], rel=1e-4)
+
+
+@pytest.mark.subprocess
+def test_01_rnn_basics_as_a_learner_runs_it(run_lesson_subprocess):
+    m = run_lesson_subprocess(RNN)
+    assert m["by_hand_within_tolerance"] == 1 and m["packed_vs_alone_max_abs_diff"] < 1e-4
+
+
+def test_02_lstm(run_lesson, device):
+    m = run_lesson("07-rnn-sequences/02_lstm.py")
+    assert m["lstm_layouts_checked"] == 8 and m["lstm_by_hand_max_abs_diff"] < by_hand_tol(device)
+    assert m["gradient_flow_steps"] >= 100
+    assert m["rnn_grad_ratio_first_over_last"] < 1e-10, "120 steps back the RNN's gradient has vanished"
+    assert m["lstm_grad_ratio_first_over_last"] > 1e-3, "an open forget gate carries the gradient"
+    assert m["lstm_grad_ratio_first_over_last"] > 1e6 * m["rnn_grad_ratio_first_over_last"]
+    assert m["lstm_default_bias_grad_ratio_first_over_last"] < m["lstm_grad_ratio_first_over_last"]
+    # smoke: 100 steps at a gap of 20 prove learning (chance 0.25); the RNN-vs-LSTM gap needs the default run
+    assert m["lstm_acc"] > 0.8, "the LSTM must learn the memory task"
+    assert m["forget_gate_mean"] > 0.9
+
+
+def test_03_gru(run_lesson, device):
+    m = run_lesson("07-rnn-sequences/03_gru.py")
+    assert m["gru_layouts_checked"] == 8 and m["gru_by_hand_max_abs_diff"] < by_hand_tol(device)
+    assert m["gru_paper_variant_min_abs_diff"] > 1e-2, "the paper's reset-before-product GRU is not nn.GRU"
+    assert m["param_formula_mismatches"] == 0
+    assert (m["rnn_params_128"], m["gru_params_128"], m["lstm_params_128"]) == (33024, 99072, 132096)
+    head = 32 * 4 + 4  # Linear(hidden 32, 4 symbols) on top of each recurrent layer
+    assert (m["gru_params"] - head) * 4 == (m["lstm_params"] - head) * 3, "GRU = 3/4 of the LSTM at the same size"
+    assert m["lstm_test_acc"] > 0.9 and m["gru_test_acc"] > 0.9, "both gated models learn the task"
+    assert m["lstm_test_acc"] > m["chance_acc"] + 0.5
+
+
+def test_04_sequence_classification_generated(run_lesson):
+    m = run_lesson(TEXT)
+    assert m["used_real_data"] == 0
+    assert m["pad_embedding_max_abs"] == 0.0, "padding_idx keeps <pad>'s vector at zero"
+    assert m["vocab_size"] > 20 and 0 < m["test_unk_rate"] < 0.2, "rare words must become <unk>"
+    # a mirrored twin has the same bag of words: any bag-of-words model gets exactly one of each pair right
+    assert m["bow_contrast_acc"] == pytest.approx(0.5, abs=0.02)
+    assert m["bow_test_acc"] <= m["bow_upper_bound"] + 1e-9
+    assert m["lstm_test_acc"] > m["bow_test_acc"] + 0.15, "the order-aware model must win"
+    assert m["lstm_contrast_acc"] > 0.6
+
+
+def test_04_predict_flag(run_lesson):
+    m = run_lesson(TEXT, "--predict", "the plot was not good", "--predict", "zzz unknown words")
+    assert "demo_correct_lstm" not in m  # the learner's sentences replace the demo ones
+    assert m["n_test"] > 0
+
+
+def _write_fixture_texts():
+    good = ["a wonderful heartfelt film", "great acting and a superb story", "i loved it , brilliant",
+            "delightful and moving", "superb wonderful great"]
+    bad = ["a terrible boring film", "awful acting and a dreadful story", "i hated it , dull",
+           "tedious and lifeless", "awful terrible boring"]
+    return good, bad
+
+
+def test_04_reads_aclimdb_folders(run_lesson, tmp_path):
+    good, bad = _write_fixture_texts()
+    for split in ("train", "test"):
+        for label, texts in (("pos", good), ("neg", bad)):
+            folder = tmp_path / "data" / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(30 if split == "train" else 10):
+                (folder / f"{i}_7.txt").write_text(texts[i % 5] + " <br /> " + texts[(i + 2) % 5])
+    m = run_lesson(TEXT, "--data-dir", str(tmp_path / "data"))
+    assert m["used_real_data"] == 1
+    assert m["n_train"] + m["n_val"] == 60 and m["n_test"] == 20
+    assert "bow_upper_bound" not in m  # the twin-pair bound belongs to the generated corpus only
+
+
+def test_04_reads_csv(run_lesson, tmp_path):
+    good, bad = _write_fixture_texts()
+    for split, n in (("train", 40), ("test", 12)):
+        with (tmp_path / f"{split}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                w.writerow([good[i % 5], "pos"] if i % 2 else [bad[i % 5], "0"])
+    m = run_lesson(TEXT, "--data-dir", str(tmp_path))
+    assert m["used_real_data"] == 1 and m["n_test"] == 12 and m["n_train"] + m["n_val"] == 40
+
+
+def test_04_bad_csv_is_one_clear_error(tmp_path, capsys):
+    from harness import REPO, load_script
+
+    (tmp_path / "train.csv").write_text("review,stars\nnice,5\n")
+    (tmp_path / "test.csv").write_text("text,label\nnice,pos\n")
+    lesson = load_script(REPO / TEXT, "m07_text_bad_csv")
+    with pytest.raises(SystemExit) as err:
+        lesson.main(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--smoke"])
+    assert "text,label" in str(err.value.code)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_05_time_series(run_lesson):
+    m = run_lesson("07-rnn-sequences/05_time_series.py")
+    assert m["generated_ratio_to_naive"] < 0.8, "the LSTM must beat the naive forecast on the generated series"
+    assert m["generated_ratio_to_seasonal_naive"] < 0.95, "and the seasonal-naive one"
+    assert m["generated_mae_direct"] < m["generated_mae_naive_multi"]
+    assert m["generated_mae_recursive"] < m["generated_mae_naive_multi"]
+    # the S&P 500 is close to a random walk: the lesson reports the ratio, whatever it is; seasonal naive is worse
+    assert 0.5 < m["sp500_ratio_to_naive"] < 2.0
+    assert m["sp500_mae_seasonal_naive"] > m["sp500_mae_naive"]
+    assert m["sp500_test_windows"] > 20
+
+
+def test_06_seq2seq(run_lesson):
+    m = run_lesson("07-rnn-sequences/06_seq2seq.py")
+    assert m["char_acc_teacher_forced"] > 0.4, "far above the 1/44 of chance per character after a short run"
+    assert m["test_pairs"] > 0 and m["train_pairs"] > 1000
+
+
+def test_07_attention(run_lesson, device):
+    m = run_lesson("07-rnn-sequences/07_attention.py")
+    tol = by_hand_tol(device)
+    assert m["sdpa_by_hand_max_abs_diff"] < tol and m["mha_by_hand_max_abs_diff"] < tol
+    assert m["transformer_padding_leak"] < tol, "src_key_padding_mask: padding must not change the real outputs"
+    assert m["exact_acc_attention"] > m["exact_acc_no_attention"] + 0.2
+    assert m["long_exact_acc_attention"] > m["long_exact_acc_no_attention"] + 0.3, "the bottleneck shows on length"
+    assert m["attention_alignment"] > 0.7, "reversal: output step t attends to input position L-1-t"
