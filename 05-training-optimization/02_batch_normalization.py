@@ -296,7 +296,8 @@ def main(argv=None) -> dict:
     print(f"- Saturation, measured: {mean_sat['bad', False]:.0%} of tanh units at |a| > 0.95 with the bad init, "
           f"{mean_sat['bad', True]:.0%} once BN normalises every layer, {mean_sat['good', False]:.0%} with a good "
           "init alone: BN keeps the pre-activations near unit scale whatever the weights' scale.")
-    print(f"- Loss after {args.steps} steps: bad init {final['bad', False]:.3f}, bad init + BN {final['bad', True]:.3f}, "
+    print(f"- Loss after {args.steps} steps: bad init {final['bad', False]:.3f}, "
+          f"bad init + BN {final['bad', True]:.3f}, "
           f"good init {final['good', False]:.3f}, good init + BN {final['good', True]:.3f}. Compare BN against a good "
           "init, not against a broken one, before crediting it.")
     return metrics
