@@ -204,6 +204,7 @@ def main(argv=None) -> dict:
     ax = fig.add_subplot()
     ax.imshow(reached.float().cpu().numpy(), cmap="viridis")
     ax.set_title(f"input pixels that reach one output: {measured}x{measured}")
+    ax.set(xlabel="input column (pixels)", ylabel="input row (pixels)")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     png = args.out_dir / "receptive_field.png"
     fig.savefig(png, dpi=80)
