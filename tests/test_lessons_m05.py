@@ -66,7 +66,6 @@ def test_04_early_stopping(run_lesson, device):
     assert m["restored_val_loss"] < m["last_val_loss"]
     assert m["train_loss_at_stop"] < m["train_loss_at_best"], "overfitting: train loss kept falling"
     assert m["val_loss_at_limit_without_stopping"] > m["restored_val_loss"], "training to the limit overfits"
-    assert m["epochs_saved"] > 0
 
 
 def test_05_checkpointing(run_lesson, device):
@@ -133,10 +132,11 @@ def test_05_checkpointing_bad_checkpoint_gives_a_clear_message(tmp_path, capsys,
 
 def test_06_tensorboard(run_lesson):
     m = run_lesson("05-training-optimization/06_tensorboard.py")
-    assert m["scalar_tags"] >= 4 and m["histogram_tags"] >= 2 and m["image_tags"] >= 1
-    assert m["graph_found"] and m["hparams_found"] and m["hparam_metric_tags"] >= 1
+    # loss/train, loss/val, accuracy/val, lr; weights and grads of the 6 parameter tensors; one image grid
+    assert m["scalar_tags"] == 4 and m["histogram_tags"] == 2 * 6 and m["image_tags"] == 1
+    assert m["graph_found"] and m["hparams_found"] and m["hparam_metric_tags"] == 2  # val accuracy and val loss
     assert m["pr_curve_tags"] == 4
-    assert m["embedding_files"] >= 3  # tensors.tsv, metadata.tsv, projector_config.pbtxt (+ sprite.png)
+    assert m["embedding_files"] == 4  # tensors.tsv, metadata.tsv, projector_config.pbtxt, sprite.png
     assert m["runs_found"] == 2
     assert m["scalar_readback_max_abs_diff"] < 1e-6
     assert m["best_val_accuracy"] > 0.5, "chance is 0.25"
