@@ -23,11 +23,12 @@ Run it:
     python 06-cnn-image-processing/08_resnet_transfer.py              # ImageNet weights if they can be had
     python 06-cnn-image-processing/08_resnet_transfer.py --offline    # the stand-in backbone
 
-Offline it takes about 50 s on a 2-core CPU the first time (pretraining the stand-in, which is then cached) and
-about 20 s after that (--smoke: about 3 s). With ImageNet weights every image is resized to 224x224 and resnet18
-is trained from scratch too: minutes on a CPU, seconds on a GPU. What to look for: the first-layer gradient of the
-plain stack growing by orders of magnitude with depth, the residual one far less; test accuracies of scratch, frozen and
-fine-tuned side by side (transfer.png), and what fine-tuning did to the frozen backbone's accuracy in this run.
+Offline it takes about 30 seconds on a 2-core CPU the first time (pretraining the stand-in, which is then cached) and
+about 10 s after that (--smoke: about 5 s). With ImageNet weights every image is resized to 224x224 and resnet18 is
+also trained from scratch at that size: an estimated 10 minutes on a 2-core CPU (not measured: the machine these
+times come from is offline), seconds on a GPU. What to look for: the first-layer gradient of the plain stack growing
+by orders of magnitude with depth, the residual one far less; test accuracies of scratch, frozen and fine-tuned side
+by side (transfer.png), and what fine-tuning did to the frozen backbone's accuracy in this run.
 """
 
 import argparse
@@ -387,8 +388,13 @@ def main(argv=None) -> dict:
         imagenet_fmap = tuple(imagenet_body(torch.empty(1, 3, side, side)).shape)
     print(f"{type(backbone).__name__}: {sum(p.numel() for p in backbone.parameters()):,} parameters; last feature "
           f"map on {input_side}x{input_side} inputs: {fmap} (channels, height, width), then global average pooling")
-    print(f"(resnet18's ImageNet stem - 7x7 stride-2 conv + max pool - and 4 stages would leave {imagenet_fmap[1:]} "
-          f"on {side}x{side} images: one position, no spatial detail left; the stand-in's stem keeps the side)")
+    if source == "stand-in":
+        print(f"(resnet18's ImageNet stem - 7x7 stride-2 conv + max pool - and 4 stages would leave "
+              f"{imagenet_fmap[1:]} on {side}x{side} images: one position, no spatial detail left; the stand-in's "
+              "stem keeps the side)")
+    else:
+        print(f"(that is why weights.transforms() resizes to 224: on the raw {side}x{side} images the same network "
+              f"would end with a {imagenet_fmap[1:]} map)")
     metrics.update(feature_map_side=fmap[-1], imagenet_stem_map_side_on_small_images=imagenet_fmap[-1])
 
     section("3. The target task: new classes, few labels")
@@ -474,8 +480,8 @@ def main(argv=None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4))
     ax_curve, ax_bar = fig.subplots(1, 2)
-    for name, points in curves.items():
-        ax_curve.plot([s for s, _ in points], [a for _, a in points], marker="o", label=name)
+    for (name, points), style in zip(curves.items(), ("o-", "s--", "^:"), strict=True):  # dashes: overlaps show
+        ax_curve.plot([s for s, _ in points], [a for _, a in points], style, label=name)
     ax_curve.axhline(1 / len(TARGET_ANGLES), color="gray", linestyle=":", label="chance")
     ax_curve.set(xlabel=f"optimizer step (the head's {head_steps} steps rescaled to {steps})",
                  ylabel="validation accuracy", ylim=(0, 1.02), title="Learning curves on the validation split")
@@ -508,7 +514,8 @@ def main(argv=None) -> dict:
     print(f"- A residual block adds its input back: over {metrics['grad_depth_blocks']} blocks the first layer's "
           f"gradient grew x{metrics['grad_growth_residual']:.3g} with shortcuts, x{metrics['grad_growth_plain']:.3g} "
           "without.")
-    print(f"- With {len(x_train)} labels, a backbone pretrained on a related task "
+    print(f"- With {len(x_train)} labels, a backbone pretrained on "
+          f"{'ImageNet' if source == 'imagenet' else 'a related source task'} "
           f"{'beat' if max(frozen_acc, finetune_acc) > scratch_acc else 'did not beat'} the same network trained "
           f"from scratch: {max(frozen_acc, finetune_acc):.1%} against {scratch_acc:.1%}.")
     print("- Freezing = requires_grad_(False) AND giving the optimizer only the head AND eval-mode BatchNorm.")
