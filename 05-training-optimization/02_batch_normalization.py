@@ -14,7 +14,7 @@ Run it:
     python 05-training-optimization/02_batch_normalization.py
     python 05-training-optimization/02_batch_normalization.py --depth 12 --lr 0.5
 
-Takes about 15 s on a 2-core CPU (--smoke: about 3 s).
+Takes about 10 seconds on a 2-core CPU (--smoke: about 5 s).
 What to look for: max abs differences near 1e-7 in train and eval mode and for the running statistics; the saturation
 table (bad init without BN: most units stuck at +-1; with BN: few); the four loss curves in bn_convergence.png, and
 whether BN still helps once the initialisation is good.

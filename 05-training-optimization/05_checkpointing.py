@@ -14,7 +14,7 @@ Run it:
     python 05-training-optimization/05_checkpointing.py                      # the demonstration
     python 05-training-optimization/05_checkpointing.py --resume --epochs 12 # continue its checkpoint to epoch 12
 
-Takes about 5 s on a 2-core CPU (--smoke: about 2 s).
+Takes about 4 seconds on a 2-core CPU (--smoke: about 3 s).
 What to look for: "max abs diff 0" between the uninterrupted and the resumed run; non-zero differences when the RNG
 or optimizer state is left out; one-line messages, not tracebacks, for the missing, the corrupt and the mismatched
 checkpoint.

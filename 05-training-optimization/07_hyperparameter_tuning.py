@@ -16,7 +16,7 @@ Run it:
     python 05-training-optimization/07_hyperparameter_tuning.py
     python 05-training-optimization/07_hyperparameter_tuning.py --budget 27
 
-Takes about 40 s on a 2-core CPU (--smoke: about 3 s).
+Takes about 30 seconds on a 2-core CPU (--smoke: about 5 s).
 What to look for: the table (trials, epochs spent, best validation accuracy per method), the mean +- std over search
 seeds (is one method's lead larger than the spread?), the variance each hyperparameter explains, search.png, and the
 retrained best configuration's test accuracy against the worst trial.

@@ -18,7 +18,7 @@ Run it:
     python 06-cnn-image-processing/06_data_loaders.py
     python 06-cnn-image-processing/06_data_loaders.py --images 4000 --max-workers 8 --device cuda
 
-Takes about 15 s on a 2-core CPU (--smoke: about 3 s). What to look for: images/s rising with workers while there
+Takes about 11 seconds on a 2-core CPU (--smoke: about 4 s). What to look for: images/s rising with workers while there
 are idle cores (on a busy 2-core machine the main process alone can win: that is worth knowing too), a smaller
 second-epoch start with persistent_workers, the bytes per batch of float32 against uint8, the minority class going
 from ~2% to ~33% of samples, and how much of the fast path's lead comes from decoding once and how much from
