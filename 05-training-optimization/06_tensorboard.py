@@ -69,6 +69,8 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if args.epochs < 1 or min(args.lrs) <= 0:
         parser.error("need --epochs >= 1 and every --lrs value > 0")
+    if len({f"{lr:g}" for lr in args.lrs}) < len(args.lrs):
+        parser.error("--lrs values must differ: each run is logged to its own folder, runs/lr_<value>")
     return args
 
 
