@@ -10,7 +10,7 @@ Run it:
     python 05-training-optimization/01_learning_rate_scheduling.py
     python 05-training-optimization/01_learning_rate_scheduling.py --epochs 60 --lr 0.2
 
-Takes about ten seconds on a laptop CPU (--smoke: a few seconds).
+Takes about 6 seconds on a 2-core CPU (--smoke: about 4 s).
 What to look for: the schedules in lr_schedules.png; the decaying schedules end with a lower loss than the constant
 rate; the scheduler's cosine matches 0.5 * lr * (1 + cos(pi * t / T)) to float precision. Epoch schedulers step once
 per epoch, OneCycleLR once per batch: calling step() in the wrong place is the most common scheduler bug.

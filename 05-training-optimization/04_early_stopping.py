@@ -10,7 +10,7 @@ Run it:
     python 05-training-optimization/04_early_stopping.py
     python 05-training-optimization/04_early_stopping.py --patience 200   # waits out the plateau, finds a later minimum
 
-Takes a few seconds on a laptop CPU (--smoke: a few seconds).
+Takes about 5 seconds on a 2-core CPU (--smoke: about 5 s: most of it is starting Python and torch).
 What to look for: the stop epoch well below the limit; restored weights equal to the best epoch's snapshot
 (max abs diff 0) and different from the last epoch's; the validation loss back at its minimum after restoring;
 early_stopping.png with both curves.

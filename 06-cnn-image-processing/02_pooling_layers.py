@@ -12,8 +12,9 @@ Sections:
 Run it:
     python 06-cnn-image-processing/02_pooling_layers.py
 
-Takes a few seconds on a laptop CPU. What to look for: every "max abs diff" 0 or ~1e-7, the global-pool network
-giving a (B, 10) output for 32x32 and 57x57 inputs, and the predicted receptive field equal to the measured one.
+Takes about 2 seconds on a 2-core CPU (--smoke too). What to look for: every "max abs diff" 0 or ~1e-7, the global-pool
+network giving a (B, 10) output for 32x32 and 57x57 inputs, and the predicted receptive field equal to the measured
+one.
 """
 
 import argparse
@@ -204,6 +205,7 @@ def main(argv=None) -> dict:
     ax = fig.add_subplot()
     ax.imshow(reached.float().cpu().numpy(), cmap="viridis")
     ax.set_title(f"input pixels that reach one output: {measured}x{measured}")
+    ax.set(xlabel="input column (pixels)", ylabel="input row (pixels)")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     png = args.out_dir / "receptive_field.png"
     fig.savefig(png, dpi=80)
