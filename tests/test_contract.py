@@ -119,7 +119,8 @@ def test_lesson_shape(path):
     doc = ast.get_docstring(tree)
     assert doc, f"{path}: the module docstring comes first"
     assert f"python {path}" in doc, f"{path}: the docstring must give the command to run it: python {path}"
-    assert re.search(r"\b(seconds?|minutes?)\b", doc), f"{path}: say roughly how long it takes on a laptop CPU"
+    took = r"\b(seconds?|minutes?|\d+(\.\d+)? ?(s|min))\b"  # "a few seconds", "about 5 s", "2 min"
+    assert re.search(took, doc), f"{path}: say roughly how long it takes on a laptop CPU"
     mains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
     assert mains, f"{path}: needs def main(argv=None) -> dict"
     args = mains[0].args
