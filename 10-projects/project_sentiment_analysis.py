@@ -20,7 +20,7 @@ Run it:
     python 10-projects/project_sentiment_analysis.py evaluate --data test.csv --ckpt-dir outputs/10-projects/project_sentiment_analysis/checkpoint
     python 10-projects/project_sentiment_analysis.py predict --text "not good at all" --text "never boring" --ckpt-dir ...
 
-The demo takes about a minute on a 2-core laptop CPU (--smoke: a few seconds). It writes a generated corpus of short
+The demo takes about 2 minutes on a 2-core laptop CPU (--smoke: a few seconds). It writes a generated corpus of short
 reviews as train.csv and test.csv under --data-dir, built so that word order decides the label: negation ("not
 good", "never boring"), contrast ("good but boring" is negative, "boring but good" positive) and "good, not boring"
 against "boring, not good", with intensifiers and fillers around them. Every contrast sentence comes with its twin,
@@ -595,7 +595,7 @@ def plot_history(path: Path, trained: dict) -> None:
 
 def run_demo(args, device) -> dict:
     out, demo_dir = args.out_dir, args.data_dir / "sentiment"
-    n_train, n_test = (1600, 600) if args.smoke else (6000, 2000)
+    n_train, n_test = (1600, 600) if args.smoke else (4000, 1500)
     if args.smoke:
         args.epochs = min(args.epochs, 8)
     section("Demo data, written in the CSV layout your own data uses")
