@@ -216,7 +216,8 @@ def get_classifier(ckpt_dir: Path, data: dict, device, seed: int, epochs: int) -
     acc = accuracy(clf, *data["test"], device)
     atomic_write(path, lambda p: torch.save(clf.state_dict(), p))
     atomic_write(meta_path, lambda p: p.write_text(json.dumps({"source": data["source"], "test_accuracy": acc})))
-    print(f"judge: a classifier trained on the real {data['source']} digits, test accuracy {acc:.3f}; cached in {path}")
+    name = {"mnist": "MNIST", "digits": "scikit-learn"}[data["source"]]
+    print(f"judge: a classifier trained on the real {name} digits, test accuracy {acc:.3f}; cached in {path}")
     return clf, acc
 
 
