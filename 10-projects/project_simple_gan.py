@@ -26,7 +26,7 @@ Run it:
     python 10-projects/project_simple_gan.py evaluate --ckpt-dir ckpt
     python 10-projects/project_simple_gan.py sample --n 64 --ckpt-dir ckpt --output samples.png
 
-The demo takes about 3 minutes on a 2-core laptop CPU (--smoke: seconds, and its digits are still blobs). What to
+The demo takes about 10 minutes on a 2-core laptop CPU (--smoke: seconds, and its digits are still blobs). What to
 look for: modes covered, plain against minibatch-std; the digit GAN's Frechet distance far below the untrained
 generator's, all ten digits covered; the sample grids getting sharper (samples_epoch_*.png). On a GPU everything
 runs there.
