@@ -1,0 +1,194 @@
+"""10-projects/project_sentiment_analysis.py: the demo (the LSTM beats a bag-of-words baseline that provably falls
+short), the three subcommands as a learner runs them on the aclImdb layout and a CSV, resume, bad inputs."""
+
+import csv
+import json
+import random
+
+import pytest
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_sentiment_analysis.py"
+GOOD = ["great", "wonderful", "superb", "lovely", "delightful"]
+BAD = ["awful", "terrible", "dreadful", "horrid", "tedious"]
+
+
+def review(rng, label):
+    words = GOOD if label == "pos" else BAD
+    return f"This film was {rng.choice(words)} and {rng.choice(words)}.<br />Really {rng.choice(words)}!"
+
+
+def write_aclimdb(root, n_train=40, n_test=12, seed=0):
+    """The aclImdb layout: ROOT/{train,test}/{pos,neg}/<id>_<rating>.txt, plus an unlabelled unsup/ to skip."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label in ("pos", "neg"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(review(rng, label))
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0_0.txt").write_text("unlabelled text, never read")
+    (root / "test" / "pos" / "99_9.txt").write_text("zyzzyva only appears in the test split")
+    return root
+
+
+def write_csv(path, n=60, seed=0, labels=("pos", "neg")):
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "label"])
+        for i in range(n):
+            label = labels[i % len(labels)]
+            w.writerow([i, review(rng, label), label])
+    return path
+
+
+def test_tokenizer_and_vocabulary():
+    project = load_script(REPO / PROJECT)
+    assert project.tokenize("It ISN'T good,<br />never boring!") == ["it", "is", "not", "good", "never", "boring", "!"]
+    vocab = project.build_vocab(["a a a b b c", "a b d"], min_freq=2, max_size=10)
+    assert vocab == ["<pad>", "<unk>", "a", "b"], "most frequent first; words seen once dropped"
+    assert project.build_vocab(["a a a b b c"], min_freq=1, max_size=3) == ["<pad>", "<unk>", "a"]
+    stoi = {w: i for i, w in enumerate(vocab)}
+    assert project.encode(["b zebra a", ""], stoi) == [[3, 1, 2], [1]]
+
+
+def test_bag_of_words_ceiling_counts_word_order_twins():
+    project = load_script(REPO / PROJECT)
+    import numpy as np
+
+    seqs = [[2, 3], [3, 2], [4], [2, 3]]     # the first, second and last hold the same words
+    assert project.bow_ceiling(seqs, np.array([1, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert m["lstm_test_accuracy"] > 0.95, "the BiLSTM must read word order"
+    assert m["bow_test_accuracy"] <= m["bow_ceiling"] + 1e-9, "no bag-of-words model beats the ceiling"
+    assert m["bow_ceiling"] < 0.85, "the demo corpus must hold word-order twins"
+    assert m["lstm_test_accuracy"] > m["bow_ceiling"] + 0.1, "the LSTM beats every possible bag-of-words model"
+    assert m["lstm_minus_bow"] > 0.2
+    assert m["bow_acc_plain"] > 0.9, "the baseline is trained properly: plain reviews are easy for it"
+    assert 0.4 <= m["bow_acc_contrast"] <= 0.6, "'good but boring' and 'boring but good' look the same to it"
+    assert m["lstm_acc_contrast"] > 0.95 and m["lstm_acc_negation"] > 0.9
+    assert m["predict_not_good_p_neg"] > 0.5 and m["predict_never_boring_p_pos"] > 0.5
+    assert m["predicted_texts"] == 5
+
+
+def run_cli(tmp_path, *args):
+    return run_subprocess(PROJECT, ["--device", "cpu", *map(str, args)], tmp_path)
+
+
+def test_train_evaluate_predict_as_a_learner(tmp_path):
+    imdb = write_aclimdb(tmp_path / "aclImdb")
+    ckpt = tmp_path / "ckpt"
+    done = run_cli(tmp_path, "train", "--data", imdb, "--ckpt-dir", ckpt, "--epochs", 4, "--batch-size", 8,
+                   "--min-freq", 1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((ckpt / "config.json").read_text())
+    vocab = json.loads((ckpt / "vocab.json").read_text())
+    assert config["project"] == "project_sentiment_analysis" and config["classes"] == ["neg", "pos"]
+    assert config["n_train"] + config["n_val"] == 80, "train/pos and train/neg read; unsup/ and test/ not"
+    assert vocab[:2] == ["<pad>", "<unk>"] and "great" in vocab and "not" not in vocab
+    assert "zyzzyva" not in vocab, "the vocabulary comes from the training split only"
+
+    done = run_cli(tmp_path, "evaluate", "--data", imdb, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["texts"] == 25, "the test split: 12 + 12 + 1"
+    assert m["lstm_accuracy"] > 0.9 and m["bow_accuracy"] > 0.9, "separable words: both models learn them"
+    assert m["lstm_f1_pos"] > 0.9 and m["lstm_macro_f1"] > 0.9
+    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 10_000
+    assert "most confidently wrong" in done.stdout
+
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("a wonderful, superb film\n\nawful and tedious\n")
+    out = tmp_path / "pred.csv"
+    done = run_cli(tmp_path, "predict", "--ckpt-dir", ckpt, "--text", "Lovely, delightful!", "--text",
+                   "dreadful", "--file", sentences, "--output", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["text", "predicted", "p_neg", "p_pos", "baseline_predicted"]
+    assert [r[1] for r in rows[1:]] == ["pos", "neg", "pos", "neg"], "command-line texts, then the file's lines"
+    assert all(abs(float(r[2]) + float(r[3]) - 1) < 1e-3 for r in rows[1:]), "probabilities sum to 1"
+
+
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path):
+    project = load_script(REPO / PROJECT)
+    data = write_csv(tmp_path / "train.csv", n=60)
+    common = ["--device", "cpu", "--out-dir", str(tmp_path / "o")]
+    train = ["train", "--data", str(data), "--batch-size", "8", "--patience", "50", "--hidden", "8",
+             "--ckpt-dir", str(tmp_path / "ck")]
+    first = project.main(common + train + ["--epochs", "2"])
+    assert first["lstm_epochs_run"] == 2 and first["bow_epochs_run"] == 2
+    resumed = project.main(common + train + ["--epochs", "3", "--resume"])
+    assert resumed["lstm_epochs_run"] == 1 and resumed["bow_epochs_run"] == 1, "resume continues at epoch 3"
+    again = project.main(common + train + ["--epochs", "3", "--resume"])
+    assert again["lstm_epochs_run"] == 0 and again["bow_epochs_run"] == 0, "a finished run trains nothing"
+
+
+@pytest.fixture
+def project_main(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+
+    def fails(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    return project, fails
+
+
+def test_bad_data_gets_one_line(tmp_path, project_main):
+    _, fails = project_main
+    assert "no such file" in fails("train", "--data", tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("")
+    assert "empty" in fails("train", "--data", tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("review,sentiment\ngood,pos\n")
+    assert "`text` and a `label`" in fails("train", "--data", tmp_path / "header.csv")
+    (tmp_path / "fields.csv").write_text("text,label\ngood,pos\ngood, really,pos\n")
+    assert "line 3" in fails("train", "--data", tmp_path / "fields.csv")
+    (tmp_path / "nolabel.csv").write_text("text,label\ngood,pos\nbad,\n")
+    assert "label is empty" in fails("train", "--data", tmp_path / "nolabel.csv")
+    one = write_csv(tmp_path / "one.csv", n=20, labels=("pos",))
+    assert "two classes" in fails("train", "--data", one)
+    (tmp_path / "folder" / "train").mkdir(parents=True)
+    assert "no labelled texts" in fails("train", "--data", tmp_path / "folder")
+    (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
+    assert "UTF-8" in fails("train", "--data", tmp_path / "latin1.csv")
+
+
+def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
+    project, fails = project_main
+    data = write_csv(tmp_path / "train.csv", n=40)
+    ckpt = tmp_path / "ck"
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--data", str(data), "--epochs", "1",
+                  "--batch-size", "8", "--hidden", "8", "--ckpt-dir", str(ckpt)])
+    out = tmp_path / "pred.csv"
+    assert "run `train` first" in fails("predict", "--ckpt-dir", tmp_path / "nothing", "--text", "hi", "--output", out)
+    config = json.loads((ckpt / "config.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**config, "project": "project_image_classifier"}))
+    assert "project_image_classifier" in fails("predict", "--ckpt-dir", other, "--text", "hi", "--output", out)
+    weights = (ckpt / "lstm.pt").read_bytes()
+    (ckpt / "lstm.pt").write_bytes(weights[: len(weights) // 2])
+    assert "cannot be loaded" in fails("predict", "--ckpt-dir", ckpt, "--text", "hi", "--output", out)
+    (ckpt / "lstm.pt").write_bytes(weights)
+    vocab = json.loads((ckpt / "vocab.json").read_text())
+    (ckpt / "vocab.json").write_text(json.dumps(vocab[:-1]))
+    assert "does not match" in fails("predict", "--ckpt-dir", ckpt, "--text", "hi", "--output", out)
+    (ckpt / "vocab.json").write_text(json.dumps(vocab))
+    assert "not a readable" in fails("predict", "--ckpt-dir", ckpt, "--file", tmp_path / "none.txt", "--output", out)
+    (tmp_path / "blank.txt").write_text("\n\n")
+    assert "no sentences" in fails("predict", "--ckpt-dir", ckpt, "--file", tmp_path / "blank.txt", "--output", out)
+    three = write_csv(tmp_path / "three.csv", n=30, labels=("pos", "neg", "mixed"))
+    assert "'mixed'" in fails("evaluate", "--data", three, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
+    assert not out.exists(), "a failed predict writes no predictions file"
+    assert not (tmp_path / "ev" / "confusion_matrix.png").exists()

@@ -1,0 +1,118 @@
+"""10-projects/project_simple_gan.py: the Frechet distance and mode counting checked against references, the demo,
+train / evaluate / sample as a learner runs them, resume, bad checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_simple_gan.py"
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load_script(REPO / PROJECT)
+
+
+def test_frechet_distance_matches_scipy(project):
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 6))
+    b = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) * 0.5 + 1.0
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert project.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert project.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    assert project.frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-6), "a shift adds ||d||^2"
+
+
+def test_count_modes(project):
+    rng = np.random.default_rng(0)
+    angle = 2 * np.pi * np.array([0, 1, 5]) / 8
+    centers = 2 * np.stack([np.cos(angle), np.sin(angle)], 1)
+    pts = centers[rng.integers(0, 3, 600)] + rng.normal(0, 0.05, (600, 2))
+    pts = np.concatenate([pts, rng.normal(0, 0.3, (400, 2))])          # 40% off the ring
+    modes, quality = project.count_modes(pts)
+    assert modes == 3
+    assert quality == pytest.approx(0.6, abs=0.03)
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert not m["data_is_mnist"], "--smoke never downloads: scikit-learn's digits"
+    assert m["digits_classifier_test_accuracy"] > 0.8, "the judge must recognise real digits"
+    assert m["digits_confidence_real"] > 0.7
+    assert m["digits_fid_real_vs_real"] < m["digits_fid_untrained"] / 10, "real digits are close to real digits"
+    assert m["digits_coverage_untrained"] <= 3, "an untrained generator draws noise the judge files under few digits"
+    assert m["samples"] == 64
+
+
+def run_cli(tmp_path, *args):
+    return run_subprocess(PROJECT, ["--device", "cpu", "--offline", *map(str, args)], tmp_path)
+
+
+def test_train_evaluate_sample_as_a_learner(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    done = run_cli(tmp_path, "train", "--ckpt-dir", ckpt, "--epochs", 2, "--eval-every", 1, "--classifier-epochs", 2,
+                   "--width", 16, "--out-dir", tmp_path / "tr")
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["project"] == "project_simple_gan" and config["source"] == "digits" and config["width"] == 16
+    assert (ckpt / "classifier.pt").is_file(), "the judge is cached beside the generator"
+    assert (tmp_path / "tr" / "samples_epoch_002.png").stat().st_size > 5_000
+    assert (tmp_path / "tr" / "losses.png").stat().st_size > 10_000
+
+    done = run_cli(tmp_path, "evaluate", "--ckpt-dir", ckpt, "--n", 200, "--out-dir", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cached classifier" in done.stdout, "evaluate reuses the judge trained with the generator"
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["fid_real_vs_real"] < m["fid_untrained"] / 10
+    assert m["classifier_test_accuracy"] > 0.5
+
+    out = tmp_path / "grid.png"
+    done = run_cli(tmp_path, "sample", "--ckpt-dir", ckpt, "--n", 16, "--output", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.stat().st_size > 3_000
+
+
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path, project):
+    common = ["--device", "cpu", "--offline", "--out-dir", str(tmp_path / "o")]
+    train = ["train", "--ckpt-dir", str(tmp_path / "ck"), "--width", "8", "--classifier-epochs", "1", "--patience",
+             "50", "--eval-every", "1"]
+    assert project.main(common + train + ["--epochs", "1"])["epochs_run"] == 1
+    assert project.main(common + train + ["--epochs", "2", "--resume"])["epochs_run"] == 1, "resume goes on at 2"
+    assert project.main(common + train + ["--epochs", "2", "--resume"])["epochs_run"] == 0, "nothing left to do"
+
+
+def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project, capsys):
+    def fails(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--offline", "--out-dir", str(tmp_path / "o"), *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    out = tmp_path / "grid.png"
+    assert "run `train` first" in fails("sample", "--ckpt-dir", tmp_path / "nothing", "--output", out)
+    ckpt = tmp_path / "ck"
+    project.main(["--device", "cpu", "--offline", "--out-dir", str(tmp_path / "o"), "train", "--ckpt-dir",
+                  str(ckpt), "--epochs", "1", "--width", "8", "--classifier-epochs", "1"])
+    config = json.loads((ckpt / "config.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**config, "project": "project_time_series"}))
+    assert "project_time_series" in fails("sample", "--ckpt-dir", other, "--output", out)
+    weights = (ckpt / "generator.pt").read_bytes()
+    (ckpt / "generator.pt").write_bytes(weights[: len(weights) // 2])
+    assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out)
+    (ckpt / "generator.pt").write_bytes(weights)
+    (ckpt / "config.json").write_text(json.dumps({**config, "width": 16}))
+    assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out), "a width mismatch"
+    assert "MNIST is not in" in fails("train", "--source", "mnist", "--data-dir", tmp_path / "empty",
+                                      "--ckpt-dir", tmp_path / "ck2")
+    assert not out.exists(), "a failed sample writes no grid"

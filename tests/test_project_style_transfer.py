@@ -1,0 +1,99 @@
+"""10-projects/project_style_transfer.py: the demo (style transferred with random filters, measured on a held-out
+network), the command as a learner runs it on images the test writes, evaluate, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_style_transfer.py"
+
+
+def write_images(folder):
+    """A smooth content picture (a disc on a gradient) and a stripy, colourful style image, 80x60 and 64x64."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:60, 0:80]
+    disc = ((x - 40) ** 2 + (y - 30) ** 2 < 15 ** 2).astype(float)
+    content = np.stack([x / 80, 0.3 + 0.4 * disc, 1 - y / 60], axis=2)
+    Image.fromarray((content * 255).astype(np.uint8)).save(folder / "content.png")
+    y, x = np.mgrid[0:64, 0:64]
+    stripes = (np.sin(x / 2.0 + y / 3.0) > 0).astype(float)
+    style = np.stack([stripes, 1 - stripes, 0.5 + 0.5 * np.sin(y / 4.0)], axis=2)
+    Image.fromarray((style * 255).astype(np.uint8)).save(folder / "style.jpg")
+    return folder / "content.png", folder / "style.jpg"
+
+
+def test_gram_matrix():
+    import torch
+
+    project = load_script(REPO / PROJECT)
+    f = torch.randn(2, 3, 4, 5)
+    g = project.gram(f)
+    assert g.shape == (2, 3, 3)
+    expected = torch.einsum("bchw,bdhw->bcd", f, f) / (3 * 4 * 5)
+    assert torch.allclose(g, expected, atol=1e-6)
+    shuffled = f.flatten(2)[..., torch.randperm(20)].view_as(f)
+    assert torch.allclose(project.gram(shuffled), g, atol=1e-5), "a Gram matrix forgets where things are"
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert not m["features_are_vgg19"], "--smoke never downloads: random filters"
+    assert m["style_loss_final"] < m["style_loss_first"] / 10, "the style loss must fall by a large factor"
+    assert m["random_style_reduction"] > 10
+    assert m["heldout_random_style_reduction"] > 5, "a network never optimised against sees the style too"
+    assert m["evaluate_heldout_reduction"] == pytest.approx(m["heldout_random_style_reduction"], rel=0.05), \
+        "the saved PNG scores as the image in memory did (8-bit rounding aside)"
+    assert m["colour_dist_result"] < m["colour_dist_content"], "the result's colours move towards the style's"
+    assert m["content_loss_final"] < 1.0, "the result still resembles the photo's features"
+
+
+def test_stylize_and_evaluate_as_a_learner(tmp_path):
+    content, style = write_images(tmp_path / "images")
+    out = tmp_path / "result.png"
+    done = run_subprocess(PROJECT, ["--device", "cpu", "--content", str(content), "--style", str(style), "--size",
+                                    "40", "--steps", "30", "--output", str(out), "--offline"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from PIL import Image
+
+    assert Image.open(out).size == (40, 30), "the longer side is --size, the aspect ratio kept"
+    assert (tmp_path / "result_side_by_side.png").is_file() and (tmp_path / "result_losses.png").is_file()
+    m = json.loads((tmp_path / "outputs/10-projects/project_style_transfer/metrics.json").read_text())["metrics"]
+    assert m["style_loss_final"] < m["style_loss_first"] / 3
+
+    done = run_subprocess(PROJECT, ["evaluate", "--content", str(content), "--style", str(style), "--result",
+                                    str(out), "--size", "40", "--device", "cpu", "--out-dir", str(tmp_path / "ev"),
+                                    "--offline"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert ev["random_style_reduction"] > 2 and ev["heldout_random_style_reduction"] > 1.5
+    assert "closer to the style" in done.stdout
+
+
+def test_bad_images_get_one_line_and_write_nothing(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+    content, style = write_images(tmp_path / "images")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    out = tmp_path / "out.png"
+
+    def fails(*args):
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--size", "32", "--steps", "2",
+                          *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    assert "no such image" in fails("--content", tmp_path / "missing.jpg", "--style", style, "--output", out)
+    assert "not a readable image" in fails("--content", content, "--style", tmp_path / "notes.jpg", "--output", out)
+    assert "not a readable image" in fails("stylize", "--content", tmp_path / "notes.jpg", "--style", style)
+    assert not out.exists() and not (tmp_path / "o" / "stylized.png").exists()
+    with pytest.raises(SystemExit) as info:
+        project.main(["--content", str(content), "--out-dir", str(tmp_path / "o")])
+    assert info.value.code == 2, "--content without --style is a usage error"
