@@ -225,7 +225,8 @@ def split(y: torch.Tensor, per_class: int, g: torch.Generator):
         idx = idx[torch.randperm(len(idx), generator=g)]
         train.append(idx[:per_class])
         test.append(idx[per_class:])
-    return torch.cat(train), torch.cat(test)
+    test = torch.cat(test)
+    return torch.cat(train), test[torch.randperm(len(test), generator=g)]  # shuffled: halves hold every class
 
 
 def pool(f: torch.Tensor) -> torch.Tensor:
