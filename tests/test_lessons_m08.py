@@ -14,7 +14,9 @@ pytestmark = pytest.mark.smoke
 PRETRAINED = "08-transfer-learning/01_pretrained_models.py"
 FEATURES = "08-transfer-learning/02_feature_extraction.py"
 FINE_TUNING = "08-transfer-learning/03_fine_tuning.py"
+DOMAIN = "08-transfer-learning/04_domain_adaptation.py"
 ZOO = "08-transfer-learning/05_model_zoo.py"
+PRACTICAL = "08-transfer-learning/06_practical_transfer.py"
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +105,17 @@ def test_03_fine_tuning(run_lesson, standin_cache):
     assert m["transfer_acc_5_shots"] > m["scratch_acc_5_shots"] + 0.15  # transfer pays at small data
 
 
+def test_04_domain_adaptation(run_lesson):
+    m = run_lesson(DOMAIN)
+    assert m["source_test_acc"] > 0.9 and m["source_only_target_acc"] < m["source_test_acc"] - 0.1  # a real gap
+    assert m["grad_reverse_grad"] == -0.5 and m["adabn_weights_unchanged"] == 1
+    assert m["dann_gain"] > 0.02, "DANN must raise target accuracy over source-only"
+    assert m["selftrain_gain"] > 0.02, "self-training must raise target accuracy over source-only"
+    assert m["adabn_gain"] > -0.03  # AdaBN alone: +6 points in this smoke run, about 0 in the default run
+    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.05  # the features were aligned
+    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 50
+
+
 def test_05_model_zoo(run_lesson):
     m = run_lesson(ZOO)
     assert m["zoo_models"] > 100 and m["weights_entries"] > 100  # read from torchvision itself
@@ -117,3 +130,55 @@ def test_05_model_zoo_checks_meta_against_a_cached_file(run_lesson, tmp_path):
     fake_torchvision_weights(tmp_path / "data")
     m = run_lesson(ZOO, "--data-dir", str(tmp_path / "data"))
     assert m["loaded_weights"] == 1 and m["loaded_params_match_meta"] == 1
+
+
+def test_06_practical_transfer(run_lesson, standin_cache, tmp_path):
+    m = run_lesson(PRACTICAL, "--data-dir", str(standin_cache))
+    assert m["used_pretrained_weights"] == 0 and m["num_classes"] == 3 and m["imbalance_ratio"] == 4.0
+    assert m["stratified_split_ok"] == 1  # every class in train, val and test
+    assert m["balanced_mean_recall"] > 0.5  # mean per-class recall; 3 classes: chance (or one class for all) 0.33
+    assert 1 <= m["best_epoch"] <= m["epochs_run"]
+    assert m["predict_reload_max_abs_diff"] < 1e-5  # best.pt + best.json rebuild the same model
+    image = next((standin_cache / "demo_photos_smoke" / "flower").glob("*.jpg"))
+    p = run_lesson(PRACTICAL, "--predict", str(image), str(image), "--topk", "2")  # the same --out-dir: best.pt
+    assert p["predicted_files"] == 2 and p["num_classes"] == 3 and 1 / 3 < p["top1_prob_mean"] <= 1
+
+
+def test_06_practical_transfer_online_path(run_lesson, tmp_path):
+    """Real torchvision code path (get_model with weights=, weights.transforms()) on a tiny folder of the test's own."""
+    from PIL import Image
+
+    fake_torchvision_weights(tmp_path / "data")
+    for c, colour in enumerate(("red", "green")):
+        (tmp_path / "imgs" / f"class_{c}").mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (40, 30), colour).save(tmp_path / "imgs" / f"class_{c}" / f"{k}.png")
+    m = run_lesson(PRACTICAL, "--data-dir", str(tmp_path / "data"), "--images", str(tmp_path / "imgs"),
+                   "--epochs", "1", smoke=False)
+    assert m["used_pretrained_weights"] == 1 and m["num_classes"] == 2 and m["num_images"] == 6
+    assert m["predict_reload_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("damage", ["empty", "class_without_images", "unreadable_image", "missing_checkpoint"])
+def test_06_practical_transfer_bad_data_gives_one_clear_line(run_lesson, tmp_path, damage):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    if damage != "empty":
+        for c in ("cat", "dog"):
+            (root / c).mkdir()
+            for k in range(3):
+                Image.new("RGB", (8, 8), "white").save(root / c / f"{k}.png")
+    if damage == "class_without_images":
+        (root / "bird").mkdir()
+    if damage == "unreadable_image":
+        (root / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    flags = ("--predict", str(root / "cat" / "0.png")) if damage == "missing_checkpoint" else ("--images", str(root))
+    with pytest.raises(SystemExit) as exit_info:
+        run_lesson(PRACTICAL, *flags)
+    message = str(exit_info.value.code)
+    assert "\n" not in message and exit_info.value.code not in (0, None), message
+    expected = {"empty": ("bad data:", "no class folders"), "class_without_images": ("bad data:", "bird"),
+                "unreadable_image": ("bad data:", "broken.jpg"), "missing_checkpoint": ("cannot predict:", "best.pt")}
+    assert all(part in message for part in expected[damage]), message
