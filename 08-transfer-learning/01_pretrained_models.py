@@ -1,0 +1,383 @@
+"""Loading a pretrained model the current way, and what a weights file really is.
+
+Sections:
+1. Loading: torchvision.models.get_model("resnet18", weights=ResNet18_Weights.DEFAULT). The weights= enum replaced
+   the old pretrained=True flag (deprecated in torchvision 0.13): it names *which* weights, and carries their
+   preprocessing (weights.transforms()) and metadata (weights.meta["categories"], accuracy, FLOPs). The file is
+   downloaded into --data-dir (this lesson points torch.hub there for the call). Offline, or with --smoke, the
+   lesson says so in one line and uses a stand-in: a small ResNet it pretrains itself on 52 rendered letters
+   (16 fonts shipped with matplotlib, random colours and jitter), cached under --data-dir as a state-dict file
+   whose name carries its sha256 prefix, checked on load as torch.hub's check_hash checks downloads. The other
+   lessons of this module re-create that same stand-in when it is missing.
+2. Preprocessing from the weights: weights.transforms() (resize, crop, ImageNet mean/std) on a real photo,
+   matplotlib's grace_hopper.jpg.
+3. Inference: model.eval() (BatchNorm uses its running statistics, dropout is off) inside torch.inference_mode();
+   the top-5 classes with their softmax probabilities, and how much train mode would change the output.
+4. A weights file is a state dict (parameter name -> tensor): load_state_dict(strict=True) and the report of
+   missing and unexpected keys when the model and the file disagree (a new head, an extra tensor).
+5. Why torch.load(..., weights_only=True): a pickle can run code; weights_only refuses anything but tensors and
+   plain containers. A corrupted file is caught by its hash.
+6. Where the cache lives: torch.hub.get_dir(), and TORCH_HOME to move it.
+
+Run it:
+    python 08-transfer-learning/01_pretrained_models.py             # ImageNet resnet18 if it can be had
+    python 08-transfer-learning/01_pretrained_models.py --offline   # the stand-in, no download attempt
+
+Takes a few seconds with the ImageNet weights cached; offline about 20 seconds on a 2-core CPU the first time
+(pretraining the stand-in), a few seconds after that. What to look for: the top-5 list with probabilities
+summing to at most 1; "missing keys: ['fc.weight', 'fc.bias']" when the head changes; weights_only refusing a
+pickled object; the hub directory following TORCH_HOME.
+"""
+
+import argparse
+import copy
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import re
+import string
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from matplotlib import cbook
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.models import get_model, get_model_weights
+from torchvision.transforms import v2
+
+MODEL_NAME = "resnet18"
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. The one place a lesson decides where tensors live."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where the model runs; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    parser.add_argument("--smoke", action="store_true", help="never downloads; a short stand-in pretraining")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/08-transfer-learning/01_pretrained_models"),
+                        help="where metrics.json and the saved state dict are written")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="weights cache: torchvision's files under <data-dir>/hub/checkpoints, the stand-in here")
+    parser.add_argument("--offline", action="store_true", help="do not try to download the ImageNet weights")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="photo to classify (default: matplotlib's sample grace_hopper.jpg)")
+    parser.add_argument("--topk", type=int, default=5, help="how many classes to list")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    if not 1 <= args.topk <= 52:
+        parser.error("--topk must be between 1 and 52 (the stand-in has 52 categories)")
+    if args.image is not None and not args.image.is_file():
+        parser.error(f"--image {args.image}: no such file")
+    return args
+
+
+# ---- The stand-in backbone: taught in 01_pretrained_models.py, repeated here so this file runs on its own ----
+FONT_FILES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
+              "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold", "STIXGeneral", "STIXGeneralBol",
+              "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10")  # shipped with matplotlib
+LETTERS = string.ascii_letters  # the stand-in's 52 source categories
+STANDIN_MEAN, STANDIN_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # its normalisation, as ImageNet's is resnet18's
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.pt$")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
+
+
+def glyph_templates(chars: str, side: int = 40) -> torch.Tensor:
+    """Each character drawn in each of matplotlib's fonts: (fonts, chars, side, side) ink in [0, 1]."""
+    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    out = torch.zeros(len(FONT_FILES), len(chars), side, side)
+    for f, name in enumerate(FONT_FILES):
+        font = ImageFont.truetype(str(root / f"{name}.ttf"), int(side * 0.75))
+        for c, ch in enumerate(chars):
+            img = Image.new("L", (side, side))
+            ImageDraw.Draw(img).text((side / 2, side / 2), ch, fill=255, font=font, anchor="mm")
+            out[f, c] = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
+    return out
+
+
+def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(n, 1, s, s) ink in [0, 1] -> (n, 3, s, s): random ink and paper colours (kept apart), a little noise."""
+    n, s = ink.shape[0], ink.shape[-1]
+    fg, bg = torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
+    bg = torch.where((fg - bg).abs().mean(1, keepdim=True) < 0.35, 1 - fg, bg)
+    return (bg + (fg - bg) * ink + 0.05 * torch.randn(n, 3, s, s, generator=g)).clamp(0, 1)
+
+
+def render_glyphs(templates: torch.Tensor, n: int, side: int, g: torch.Generator):
+    """n images (n, 3, side, side): a random font and class, rotated/scaled/sheared/shifted, random colours."""
+    f = torch.randint(templates.shape[0], (n,), generator=g)
+    y = torch.randint(templates.shape[1], (n,), generator=g)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    a, s, shear = u(-0.3, 0.3), u(0.8, 1.25), u(-0.3, 0.3)
+    theta = torch.stack([torch.stack([s * a.cos(), -s * a.sin() + shear, u(-0.15, 0.15)], 1),
+                         torch.stack([s * a.sin(), s * a.cos(), u(-0.15, 0.15)], 1)], 1)  # (n, 2, 3)
+    grid = F.affine_grid(theta, [n, 1, side, side], align_corners=False)
+    return colourise(F.grid_sample(templates[f, y][:, None], grid, align_corners=False), g), y
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, same attribute names: conv1, bn1, conv2, bn2, downsample."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + identity)
+
+
+class TinyResNet(nn.Module):
+    """A 3-stage ResNet laid out like torchvision's (conv1, bn1, relu, layer1-3, avgpool, fc): 32x32 inputs."""
+
+    def __init__(self, num_classes: int = len(LETTERS), width: int = 16):
+        super().__init__()
+        self.conv1, self.bn1, self.relu = nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        self.layer1, self.layer2 = BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2)
+        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):  # (B, 3, 32, 32) -> (B, num_classes)
+        x = self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))  # (B, 64, 4, 4)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def standin_backbone(data_dir: Path, device, smoke: bool) -> nn.Module:
+    """The stand-in, pretrained on 52 rendered letters (16 fonts, random colours and affine jitter), cached under
+    data_dir as <name>-<sha256 prefix>.pt like torch.hub's files; a file whose hash does not match is re-created.
+    A smoke run uses a full cache when one exists, else pretrains briefly on 12 letters (cached separately)."""
+    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
+    model = TinyResNet().to(device)
+    for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
+        digest, named = hashlib.sha256(path.read_bytes()).hexdigest(), HASH_IN_NAME.search(path.name)
+        if named and digest.startswith(named.group(1)):
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            print(f"stand-in backbone loaded from {path} (sha256 {digest[:8]} checked)")
+            return model.eval()
+        print(f"{path}: sha256 {digest[:8]} does not match its name (corrupt file); re-creating it")
+        path.unlink()
+    n, steps, batch, classes = (2000, 300, 32, 12) if smoke else (6000, 600, 64, len(LETTERS))
+    g = torch.Generator().manual_seed(0)  # fixed: the stand-in is one artifact, like a published weights file
+    torch.manual_seed(0)
+    model = TinyResNet().to(device)
+    x, y = render_glyphs(glyph_templates(LETTERS[:classes]), n, 32, g)
+    x = ((x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=steps)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(n, (batch,), generator=g).to(device)
+        loss = F.cross_entropy(model(x[idx]), y.to(device)[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    buffer = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
+    path = Path(data_dir) / f"{names[-1]}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written weights file
+    print(f"stand-in backbone pretrained ({steps} steps on {n} images of {classes} rendered letters)"
+          f" and cached at {path}")
+    return model.eval()
+# ---- end of the stand-in ----
+
+
+def load_imagenet(name: str, data_dir: Path, device):
+    """get_model with its DEFAULT weights, torch.hub pointed at <data_dir>/hub for the call (and put back)."""
+    weights = get_model_weights(name).DEFAULT
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(data_dir / "hub"))
+    try:
+        model = get_model(name, weights=weights)  # downloads to <data_dir>/hub/checkpoints/<file> unless there
+    finally:
+        torch.hub.set_dir(previous)
+    return model.to(device).eval(), weights
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    metrics = {}
+
+    section("1. Loading a pretrained model: weights= enums")
+    weights_enum = get_model_weights(MODEL_NAME)
+    print(f"{weights_enum.__name__}: {[w.name for w in weights_enum]}; DEFAULT = {weights_enum.DEFAULT.name}")
+    print("old: resnet18(pretrained=True)   (a bool: which weights? what preprocessing? deprecated in 0.13)")
+    print("new: get_model('resnet18', weights=ResNet18_Weights.DEFAULT)   (or weights='DEFAULT', or weights=None)")
+    model, weights = None, None
+    if args.smoke or args.offline:
+        print(f"{'--smoke' if args.smoke else '--offline'}: no download; using the stand-in backbone")
+    else:
+        try:
+            model, weights = load_imagenet(MODEL_NAME, args.data_dir, device)
+            print(f"loaded {weights} from {args.data_dir / 'hub' / 'checkpoints' / Path(weights.url).name}")
+        except Exception as err:  # offline, or a broken download
+            print(f"ImageNet weights unavailable ({type(err).__name__}: {' '.join(str(err).split())[:70]}); "
+                  "using the stand-in backbone")
+    if model is None:
+        model = standin_backbone(args.data_dir, device, args.smoke)
+        categories = list(LETTERS)
+        preprocess = v2.Compose([v2.Resize(36, antialias=True), v2.CenterCrop(32), v2.ToImage(),
+                                 v2.ToDtype(torch.float32, scale=True), v2.Normalize(STANDIN_MEAN, STANDIN_STD)])
+        g = torch.Generator().manual_seed(1)
+        x_src, y_src = render_glyphs(glyph_templates(LETTERS[:12]), 500, 32, g)  # a-l: trained even by --smoke
+        x_src = (x_src - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            src_acc = (model(x_src.to(device)).argmax(1).cpu() == y_src).float().mean().item()
+        print(f"stand-in accuracy on 500 new rendered letters a-l: {src_acc:.1%} (chance {1 / len(LETTERS):.1%})")
+        metrics["standin_source_acc"] = src_acc
+    else:
+        categories = weights.meta["categories"]
+        preprocess = weights.transforms()
+        print(f"published accuracy: {weights.meta['_metrics']['ImageNet-1K']}; {weights.meta['_ops']} GFLOPs")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{type(model).__name__}: {n_params:,} parameters, {len(categories)} categories, e.g. {categories[:3]}")
+    metrics.update(used_pretrained_weights=int(weights is not None), num_categories=len(categories),
+                   num_params=n_params)
+
+    section("2. Preprocessing comes with the weights")
+    where = "weights.transforms()" if weights else "the stand-in's equivalent"
+    print(f"preprocess = {where}:\n{preprocess}")
+    path = args.image or Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    try:
+        image = Image.open(path).convert("RGB")
+    except OSError as err:
+        raise SystemExit(f"cannot read {path} as an image: {err}") from None
+    batch = preprocess(image).unsqueeze(0).to(device)  # (1, 3, H, W)
+    print(f"{path.name}: {image.size[0]}x{image.size[1]} photo -> tensor {tuple(batch.shape)}, "
+          f"channel means {[round(v, 2) for v in batch.mean((0, 2, 3)).tolist()]} (normalised: near 0)")
+
+    section("3. Inference: eval() and inference_mode()")
+    model.eval()  # BatchNorm: running statistics; Dropout: off
+    with torch.inference_mode():  # no autograd bookkeeping at all (faster than no_grad, tensors can't join a graph)
+        logits = model(batch)  # (1, num_categories)
+        probs = logits.softmax(dim=1)[0]
+    top = probs.topk(args.topk)
+    if weights is None:
+        print("(offline: the stand-in knows letters, not photos; the code path is the same as with ImageNet)")
+    for p, i in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"  {p:7.2%}  {categories[i]}")
+    scratch_copy = copy.deepcopy(model).train()  # a copy: a train-mode forward also updates the running stats
+    with torch.inference_mode():
+        train_mode = scratch_copy(batch.expand(2, -1, -1, -1)).softmax(1)[0]  # BatchNorm uses this batch's stats
+    eval_vs_train = (train_mode - probs).abs().max().item()
+    print(f"top-{args.topk} probability mass {top.values.sum().item():.3f}; all {len(categories)} sum to "
+          f"{probs.sum().item():.6f}; logits.is_inference() = {logits.is_inference()}")
+    print(f"the same image in train mode: probabilities change by up to {eval_vs_train:.3f} (forget eval() and this "
+          "is what you get)")
+    metrics.update(top1_prob=top.values[0].item(), topk_prob_mass=top.values.sum().item(),
+                   prob_sum_error=abs(probs.sum().item() - 1), eval_vs_train_max_abs_diff=eval_vs_train,
+                   output_is_inference=int(logits.is_inference()))
+
+    section("4. A weights file is a state dict")
+    state = model.state_dict()
+    print(f"{len(state)} entries (name -> tensor), e.g.:")
+    for name in list(state)[:3] + list(state)[-2:]:
+        print(f"  {name:28s} {tuple(state[name].shape)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    saved = args.out_dir / "weights.pt"
+    tmp = saved.with_name("weights.pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, saved)  # a crash never leaves a half-written file
+    loaded = torch.load(saved, map_location=device, weights_only=True)
+    twin = type(model)() if weights is None else get_model(MODEL_NAME, weights=None)
+    twin.to(device).load_state_dict(loaded)  # strict=True: every key must match exactly
+    with torch.inference_mode():
+        reload_diff = (twin.eval()(batch) - logits).abs().max().item()
+    print(f"saved {saved}, loaded with weights_only=True into a fresh model: outputs differ by {reload_diff:.1e}")
+    new_head = type(model)(num_classes=10) if weights is None else get_model(MODEL_NAME, weights=None, num_classes=10)
+    try:
+        new_head.load_state_dict(loaded)
+        strict_error = 0
+    except RuntimeError as err:
+        strict_error = 1
+        print(f"strict load into a 10-class model: RuntimeError: {str(err).splitlines()[1].strip()[:90]}")
+    body_only = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
+    body_only["extra.running_var"] = torch.ones(1)  # a key the model does not have
+    report = new_head.load_state_dict(body_only, strict=False)
+    print(f"strict=False without the old head: missing keys {report.missing_keys}, unexpected keys "
+          f"{report.unexpected_keys} -> the backbone is loaded, the new head keeps its fresh init")
+    metrics.update(state_dict_entries=len(state), reload_max_abs_diff=reload_diff, strict_mismatch_raised=strict_error,
+                   missing_keys=len(report.missing_keys), unexpected_keys=len(report.unexpected_keys))
+
+    section("5. Why weights_only=True")
+    evil = args.out_dir / "not_just_weights.pt"
+    torch.save({"weights": state["fc.bias"], "payload": print}, evil)  # a pickle may reference any callable
+    try:
+        torch.load(evil, weights_only=True)
+        refused = 0
+    except pickle.UnpicklingError as err:
+        refused = 1
+        why = [line for line in str(err).splitlines() if "Unsupported global" in line] or [str(err)[:80]]
+        print(f"weights_only=True refused it: {why[0].strip()[:110]}")
+    print("a pickle names functions to call while loading; weights_only allows only tensors and plain containers")
+    corrupt = args.out_dir / "standin_demo-00000000.pt"
+    corrupt.write_bytes(saved.read_bytes()[:-10])  # a truncated download: its sha256 no longer matches the name
+    digest = hashlib.sha256(corrupt.read_bytes()).hexdigest()
+    caught = int(not digest.startswith(HASH_IN_NAME.search(corrupt.name).group(1)))
+    print(f"a truncated copy named *-00000000.pt has sha256 {digest[:8]}...: corruption detected = {bool(caught)}")
+    metrics.update(weights_only_refused_pickle=refused, hash_check_caught_corruption=caught)
+
+    section("6. Where the cache lives")
+    saved_env = os.environ.get("TORCH_HOME")
+    print(f"torch.hub.get_dir() = {torch.hub.get_dir()}  (files under <that>/checkpoints)")
+    os.environ["TORCH_HOME"] = str(args.data_dir.resolve() / "torch_home")
+    follows = torch.hub.get_dir() == str(args.data_dir.resolve() / "torch_home" / "hub")
+    print(f"with TORCH_HOME={os.environ['TORCH_HOME']}: {torch.hub.get_dir()}")
+    if saved_env is None:
+        os.environ.pop("TORCH_HOME")
+    else:
+        os.environ["TORCH_HOME"] = saved_env
+    print(f"this lesson passes torch.hub.set_dir({args.data_dir / 'hub'}) for its own download instead")
+    metrics["hub_dir_follows_torch_home"] = int(follows)
+
+    record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
+              "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
+    (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
+
+    section("What to notice")
+    print("- weights= names the exact weights and brings their transforms() and meta; pretrained=True did neither.")
+    print("- eval() + inference_mode() for predictions; train mode changes the outputs through BatchNorm.")
+    print("- A weights file is a dict of tensors: strict=False plus the missing/unexpected report swaps a head safely.")
+    print("- torch.load(weights_only=True) always; a sha256 prefix in the filename catches a corrupt download.")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

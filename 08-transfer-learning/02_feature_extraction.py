@@ -1,0 +1,381 @@
+"""A frozen pretrained backbone as a feature extractor: which layer, which classifier, and what the features look like.
+
+Sections:
+1. The backbone and the target task. The backbone is the stand-in of 01_pretrained_models.py (a small ResNet
+   pretrained on 52 rendered letters, loaded from --data-dir or re-created there). The target task is real: the
+   1,797 handwritten digits that scikit-learn ships (43 writers), shown at 32x32 in random ink and paper colours,
+   with only --train-per-class labelled images per digit.
+2. Two ways to read inner layers: torchvision.models.feature_extraction (get_graph_node_names lists the nodes,
+   create_feature_extractor returns the ones you ask for) and forward hooks (register_forward_hook on modules);
+   they give the same tensors (max abs difference printed).
+3. Features computed once: the backbone is frozen, so each image's features never change; they are extracted in
+   one pass (eval mode, inference_mode), cached to a file, and every classifier after that trains in milliseconds.
+4. Two classifiers on the cached features: a linear probe (logistic regression by AdamW) and k-nearest neighbours
+   (cosine similarity, majority vote).
+5. Which depth transfers best: the same two classifiers on layer1, layer2, layer3 and the pooled output, and the
+   pooled output of a randomly initialised backbone as a control. A table.
+6. A 2-D picture: PCA of the features by torch.pca_lowrank, coloured by digit, saved as a PNG.
+
+Run it:
+    python 08-transfer-learning/02_feature_extraction.py
+    python 08-transfer-learning/02_feature_extraction.py --train-per-class 10
+
+Takes about 30 seconds on a 2-core CPU the first time (pretraining the stand-in), under 10 seconds after that;
+--smoke a few seconds. What to look for: "max abs diff 0" between the two extractors; the table (a middle layer
+with spatial detail often beats the pooled output on digits; every pretrained row beats the random backbone);
+digits forming clusters in the PCA plot.
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import string
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+from sklearn.datasets import load_digits
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+DEPTHS = ("layer1", "layer2", "layer3", "avgpool")
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==")
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. The one place a lesson decides where tensors live."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where the backbone runs; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random (the split, colours)")
+    parser.add_argument("--smoke", action="store_true", help="fewer test images, short stand-in pretraining if none")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/08-transfer-learning/02_feature_extraction"),
+                        help="where metrics.json, the feature cache and the plot are written")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the stand-in backbone is cached")
+    parser.add_argument("--train-per-class", type=int, default=20, help="labelled training images per digit")
+    parser.add_argument("--knn-k", type=int, default=5, help="neighbours that vote in k-NN")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    if not 1 <= args.train_per_class <= 100:
+        parser.error("--train-per-class must be between 1 and 100 (each digit has about 180 images)")
+    if not 1 <= args.knn_k <= args.train_per_class * 10:
+        parser.error("--knn-k must be between 1 and the number of training images")
+    return args
+
+
+# ---- The stand-in backbone: taught in 01_pretrained_models.py, repeated here so this file runs on its own ----
+FONT_FILES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
+              "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold", "STIXGeneral", "STIXGeneralBol",
+              "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10")  # shipped with matplotlib
+LETTERS = string.ascii_letters  # the stand-in's 52 source categories
+STANDIN_MEAN, STANDIN_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # its normalisation, as ImageNet's is resnet18's
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.pt$")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
+
+
+def glyph_templates(chars: str, side: int = 40) -> torch.Tensor:
+    """Each character drawn in each of matplotlib's fonts: (fonts, chars, side, side) ink in [0, 1]."""
+    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    out = torch.zeros(len(FONT_FILES), len(chars), side, side)
+    for f, name in enumerate(FONT_FILES):
+        font = ImageFont.truetype(str(root / f"{name}.ttf"), int(side * 0.75))
+        for c, ch in enumerate(chars):
+            img = Image.new("L", (side, side))
+            ImageDraw.Draw(img).text((side / 2, side / 2), ch, fill=255, font=font, anchor="mm")
+            out[f, c] = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
+    return out
+
+
+def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(n, 1, s, s) ink in [0, 1] -> (n, 3, s, s): random ink and paper colours (kept apart), a little noise."""
+    n, s = ink.shape[0], ink.shape[-1]
+    fg, bg = torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
+    bg = torch.where((fg - bg).abs().mean(1, keepdim=True) < 0.35, 1 - fg, bg)
+    return (bg + (fg - bg) * ink + 0.05 * torch.randn(n, 3, s, s, generator=g)).clamp(0, 1)
+
+
+def render_glyphs(templates: torch.Tensor, n: int, side: int, g: torch.Generator):
+    """n images (n, 3, side, side): a random font and class, rotated/scaled/sheared/shifted, random colours."""
+    f = torch.randint(templates.shape[0], (n,), generator=g)
+    y = torch.randint(templates.shape[1], (n,), generator=g)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    a, s, shear = u(-0.3, 0.3), u(0.8, 1.25), u(-0.3, 0.3)
+    theta = torch.stack([torch.stack([s * a.cos(), -s * a.sin() + shear, u(-0.15, 0.15)], 1),
+                         torch.stack([s * a.sin(), s * a.cos(), u(-0.15, 0.15)], 1)], 1)  # (n, 2, 3)
+    grid = F.affine_grid(theta, [n, 1, side, side], align_corners=False)
+    return colourise(F.grid_sample(templates[f, y][:, None], grid, align_corners=False), g), y
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, same attribute names: conv1, bn1, conv2, bn2, downsample."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + identity)
+
+
+class TinyResNet(nn.Module):
+    """A 3-stage ResNet laid out like torchvision's (conv1, bn1, relu, layer1-3, avgpool, fc): 32x32 inputs."""
+
+    def __init__(self, num_classes: int = len(LETTERS), width: int = 16):
+        super().__init__()
+        self.conv1, self.bn1, self.relu = nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        self.layer1, self.layer2 = BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2)
+        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):  # (B, 3, 32, 32) -> (B, num_classes)
+        x = self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))  # (B, 64, 4, 4)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def standin_backbone(data_dir: Path, device, smoke: bool) -> nn.Module:
+    """The stand-in, pretrained on 52 rendered letters (16 fonts, random colours and affine jitter), cached under
+    data_dir as <name>-<sha256 prefix>.pt like torch.hub's files; a file whose hash does not match is re-created.
+    A smoke run uses a full cache when one exists, else pretrains briefly on 12 letters (cached separately)."""
+    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
+    model = TinyResNet().to(device)
+    for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
+        digest, named = hashlib.sha256(path.read_bytes()).hexdigest(), HASH_IN_NAME.search(path.name)
+        if named and digest.startswith(named.group(1)):
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            print(f"stand-in backbone loaded from {path} (sha256 {digest[:8]} checked)")
+            return model.eval()
+        print(f"{path}: sha256 {digest[:8]} does not match its name (corrupt file); re-creating it")
+        path.unlink()
+    n, steps, batch, classes = (2000, 300, 32, 12) if smoke else (6000, 600, 64, len(LETTERS))
+    g = torch.Generator().manual_seed(0)  # fixed: the stand-in is one artifact, like a published weights file
+    torch.manual_seed(0)
+    model = TinyResNet().to(device)
+    x, y = render_glyphs(glyph_templates(LETTERS[:classes]), n, 32, g)
+    x = ((x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=steps)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(n, (batch,), generator=g).to(device)
+        loss = F.cross_entropy(model(x[idx]), y.to(device)[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    buffer = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
+    path = Path(data_dir) / f"{names[-1]}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written weights file
+    print(f"stand-in backbone pretrained ({steps} steps on {n} images of {classes} rendered letters)"
+          f" and cached at {path}")
+    return model.eval()
+# ---- end of the stand-in ----
+
+
+def coloured_digits(g: torch.Generator):
+    """scikit-learn's real handwritten digits (8x8, 0-16) as (1797, 3, 32, 32) colour images, and their labels."""
+    digits = load_digits()
+    ink = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # (1797, 1, 8, 8)
+    ink = F.interpolate(ink, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
+    x = colourise(ink, g)
+    x = (x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)
+    return x, torch.tensor(digits.target)
+
+
+def split(y: torch.Tensor, per_class: int, g: torch.Generator):
+    """Stratified: per_class training indices of each class, the rest for testing."""
+    train, test = [], []
+    for c in range(int(y.max()) + 1):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        train.append(idx[:per_class])
+        test.append(idx[per_class:])
+    test = torch.cat(test)
+    return torch.cat(train), test[torch.randperm(len(test), generator=g)]  # shuffled: halves hold every class
+
+
+def pool(f: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 4C): a 2x2 average keeps a little of where things are; avgpool's (N, C, 1, 1) -> (N, C)."""
+    return F.adaptive_avg_pool2d(f, 2).flatten(1) if f.shape[-1] > 1 else f.flatten(1)
+
+
+def linear_probe(f_train, y_train, f_test, y_test, steps: int = 300) -> float:
+    """Logistic regression on standardised features, full-batch AdamW; test accuracy."""
+    mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
+    torch.manual_seed(0)  # the same initial head for every set of features
+    head = nn.Linear(f_train.shape[1], int(y_train.max()) + 1).to(f_train.device)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        loss = F.cross_entropy(head((f_train - mu) / sd), y_train)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (head((f_test - mu) / sd).argmax(1) == y_test).float().mean().item()
+
+
+def knn(f_train, y_train, f_test, y_test, k: int) -> float:
+    """k nearest neighbours by cosine similarity, majority vote (ties to the lower class)."""
+    sim = F.normalize(f_test, dim=1) @ F.normalize(f_train, dim=1).T  # (N_test, N_train)
+    votes = y_train[sim.topk(k, dim=1).indices]  # (N_test, k)
+    pred = F.one_hot(votes, int(y_train.max()) + 1).sum(1).argmax(1)
+    return (pred == y_test).float().mean().item()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    metrics = {}
+
+    section("1. A frozen backbone and a new task")
+    backbone = standin_backbone(args.data_dir, device, args.smoke).eval()
+    backbone.requires_grad_(False)
+    g = torch.Generator().manual_seed(args.seed)
+    x, y = coloured_digits(g)
+    train_idx, test_idx = split(y, args.train_per_class, g)
+    if args.smoke:
+        test_idx = test_idx[torch.randperm(len(test_idx), generator=g)[:500]]
+    print(f"target: scikit-learn's handwritten digits in random colours, {len(train_idx)} labelled training images "
+          f"({args.train_per_class} per digit), {len(test_idx)} test images; chance 10%")
+
+    section("2. Inner layers: create_feature_extractor and forward hooks")
+    train_nodes, eval_nodes = get_graph_node_names(backbone)
+    print(f"get_graph_node_names: {len(eval_nodes)} nodes, e.g. {eval_nodes[:4]} ... {eval_nodes[-3:]}")
+    extractor = create_feature_extractor(backbone, return_nodes={d: d for d in DEPTHS})
+    captured, handles = {}, []
+    for d in DEPTHS:
+        hook = (lambda name: lambda module, inputs, output: captured.__setitem__(name, output))(d)
+        handles.append(getattr(backbone, d).register_forward_hook(hook))
+    probe_batch = x[:64].to(device)
+    with torch.inference_mode():
+        fx_out = extractor(probe_batch)
+        backbone(probe_batch)
+    for h in handles:
+        h.remove()  # hooks stay until removed: forgetting this slows down and leaks memory in every later call
+    diff = max((fx_out[d] - captured[d]).abs().max().item() for d in DEPTHS)
+    for d in DEPTHS:
+        print(f"  {d:8s} {tuple(fx_out[d].shape)}")
+    print(f"create_feature_extractor vs forward hooks: max abs diff {diff:.1e} over {len(DEPTHS)} layers")
+    metrics.update(graph_nodes=len(eval_nodes), hook_vs_fx_max_abs_diff=diff)
+
+    section("3. Features computed once, cached")
+    t0 = time.perf_counter()
+    feats = {d: [] for d in DEPTHS}
+    with torch.inference_mode():
+        for i in range(0, len(x), 256):
+            out = extractor(x[i:i + 256].to(device))
+            for d in DEPTHS:
+                feats[d].append(pool(out[d]).cpu())
+    feats = {d: torch.cat(v) for d, v in feats.items()}
+    extract_s = time.perf_counter() - t0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    cache = args.out_dir / "features.pt"
+    torch.save({"features": feats, "labels": y}, cache.with_name("features.pt.tmp"))
+    os.replace(cache.with_name("features.pt.tmp"), cache)
+    feats = torch.load(cache, weights_only=True)["features"]
+    print(f"one pass over {len(x)} images in {extract_s:.2f} s; saved {cache} "
+          f"({cache.stat().st_size / 2**20:.1f} MB): every classifier below reads these tensors, not the images")
+    metrics["extract_s"] = extract_s
+
+    section("4. A linear probe and k-NN on the pooled features")
+    t0 = time.perf_counter()
+    f = feats["avgpool"]
+    probe_acc = linear_probe(f[train_idx], y[train_idx], f[test_idx], y[test_idx])
+    probe_s = time.perf_counter() - t0
+    knn_acc = knn(f[train_idx], y[train_idx], f[test_idx], y[test_idx], args.knn_k)
+    print(f"linear probe: {probe_acc:.1%} (trained in {probe_s:.2f} s on cached features); "
+          f"{args.knn_k}-NN: {knn_acc:.1%}")
+    metrics.update(probe_acc=probe_acc, knn_acc=knn_acc, probe_train_s=probe_s)
+
+    section("5. Which depth transfers best")
+    torch.manual_seed(args.seed)
+    random_net = TinyResNet().to(device).eval()  # same architecture, never trained: the control
+    with torch.inference_mode():
+        rand_feats = torch.cat([random_net.avgpool(random_net.layer3(random_net.layer2(random_net.layer1(
+            random_net.relu(random_net.bn1(random_net.conv1(x[i:i + 256].to(device)))))))).flatten(1).cpu()
+            for i in range(0, len(x), 256)])
+    rows = [(d, feats[d]) for d in DEPTHS] + [("random avgpool", rand_feats)]  # avgpool: the probe of section 4
+    print(f"{'features':16s} {'dims':>5s} {'probe':>7s} {f'{args.knn_k}-NN':>7s}")
+    table = {}
+    for name, fe in rows:
+        p = linear_probe(fe[train_idx], y[train_idx], fe[test_idx], y[test_idx])
+        k = knn(fe[train_idx], y[train_idx], fe[test_idx], y[test_idx], args.knn_k)
+        table[name] = (p, k)
+        print(f"{name:16s} {fe.shape[1]:5d} {p:7.1%} {k:7.1%}")
+        metrics[f"probe_acc_{name.replace(' ', '_')}"] = p
+        metrics[f"knn_acc_{name.replace(' ', '_')}"] = k
+    best = max(DEPTHS, key=lambda d: table[d][0])
+    margin = table["avgpool"][0] - table["random avgpool"][0]
+    print(f"best layer for a linear probe: {best} ({table[best][0]:.1%}); pretrained pooled features beat the "
+          f"random backbone's by {margin:+.1%}")
+    metrics.update(best_depth_index=DEPTHS.index(best), pretrained_minus_random_probe=margin)
+
+    section("6. The features in 2-D (PCA by torch.pca_lowrank)")
+    ft = feats[best][test_idx]
+    ft = (ft - ft.mean(0)) / (ft.std(0) + 1e-6)
+    U, S, V = torch.pca_lowrank(ft, q=2, center=True, niter=4)  # ft ~ U diag(S) V^T
+    xy = (ft - ft.mean(0)) @ V[:, :2]  # (N, 2)
+    explained = (S[:2] ** 2).sum().item() / ((ft - ft.mean(0)) ** 2).sum().item()
+    knn_2d = knn(xy[: len(xy) // 2], y[test_idx][: len(xy) // 2], xy[len(xy) // 2:], y[test_idx][len(xy) // 2:], 5)
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.add_subplot(1, 1, 1)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=y[test_idx], cmap="tab10", s=8)
+    fig.colorbar(sc, ax=ax, label="digit")
+    ax.set(xlabel="principal component 1", ylabel="principal component 2",
+           title=f"{best} features of the test digits, 2-D PCA ({explained:.0%} of variance)")
+    plot = args.out_dir / "pca_features.png"
+    fig.savefig(plot, dpi=120, bbox_inches="tight")
+    print(f"2 components hold {explained:.1%} of the variance; 5-NN in that plane alone: {knn_2d:.1%}; plot: {plot}")
+    metrics.update(pca_explained_2d=explained, knn_acc_pca_2d=knn_2d)
+
+    record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
+              "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
+    (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
+
+    section("What to notice")
+    print("- create_feature_extractor and hooks read the same tensors; the extractor needs no manual bookkeeping.")
+    print("- A frozen backbone's features are computed once; the classifier on top then trains in a blink.")
+    print("- The best layer for a new task is not always the last: compare depths, and always a random control.")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
