@@ -1,8 +1,12 @@
 """Module 08 exercises: the moves of transfer learning, one at a time.
 
 Replace each `raise NotImplementedError(...)` with your code, then check your work with either
-    python 08-transfer-learning/exercises.py     (a table: done / failing / to do, and a hint for the next one)
-    pytest -k "08-"                               (unfinished exercises are skipped with a hint)
+    .venv/bin/python 08-transfer-learning/exercises.py    # done / failing / to do, and the next hint
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 08-ex      # the same checks, via pytest
+    .venv/bin/python -m pytest tests/test_exercises.py::test_exercise -k 08-ex03    # exercise 3 only
+(from the repository's root folder; with the venv activated, plain `python` works too). Unfinished exercises
+are skipped with a hint; the first command exits non-zero while an exercise you attempted fails.
+
 The lessons 01-06 of this folder show every idea needed here.
 """
 
