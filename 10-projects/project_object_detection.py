@@ -698,7 +698,7 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
 
 def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list, list]:
     """One demo scene: (3, size, size) floats in [0, 1] and its boxes (xyxy) and class indices. A striped, noisy
-    background; 1-5 shapes of random colour and size (a tenth to 40% of the image), allowed to overlap a little."""
+    background; 1-4 shapes of random colour and size (15% to 45% of the image side), allowed to overlap a little."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(0.2, 0.8, 3)
     angle, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
@@ -706,9 +706,9 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list, l
     img = base[:, None, None] + 0.12 * stripes[None] * rng.uniform(0.3, 1, 3)[:, None, None]
     img = img + rng.normal(0, 0.04, (3, size, size))
     boxes, classes = [], []
-    for _ in range(rng.integers(1, 6)):
+    for _ in range(rng.integers(1, 5)):
         for _attempt in range(20):
-            s = rng.uniform(0.1, 0.4) * size
+            s = rng.uniform(0.15, 0.45) * size
             cx, cy = rng.uniform(s / 2, size - s / 2, 2)
             box = [cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2]
             if not boxes or box_iou(torch.tensor([box]), torch.tensor(boxes)).max() < 0.25:
