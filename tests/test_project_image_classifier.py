@@ -1,0 +1,200 @@
+"""10-projects/project_image_classifier.py: the demo, the three subcommands as a learner runs them, the stratified
+split, resume, the stand-in cache check, ONNX export, bad inputs."""
+
+import csv
+import json
+
+import pytest
+import torch
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_image_classifier.py"
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def write_image_folder(root, per_class=(12, 8, 5), side=32, seed=0):
+    """root/<colour>/<n>.png: noisy images whose dominant colour is the class (learnable in a few steps)."""
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(seed)
+    for (name, rgb), n in zip(COLOURS.items(), per_class):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1) + 50 * torch.randn(3, side, side, generator=g)
+            write_png(img.clamp(0, 255).to(torch.uint8), str(folder / f"{i:03d}.png"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load_script(REPO / PROJECT)
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert m["used_pretrained_weights"] == 0, "--smoke never downloads: the stand-in backbone is used"
+    assert m["test_images"] >= 12 and m["chance_accuracy"] == 0.25
+    assert m["test_accuracy"] >= 0.5, "crops of four different photos: far above the 25% of chance"
+    assert m["test_balanced_accuracy"] >= 0.4
+    assert m["sklearn_max_diff"] < 1e-9, "per-class precision/recall/F1 must agree with scikit-learn"
+    assert m["predicted_images"] == 4
+
+
+def test_stratified_split_is_disjoint_deterministic_and_keeps_every_class(tmp_path, project):
+    root = write_image_folder(tmp_path / "d", per_class=(20, 10, 4))
+    a = project.find_splits(root, 0.15, 0.15, seed=3)
+    b = project.find_splits(root, 0.15, 0.15, seed=3)
+    assert a == b, "same seed, same split"
+    files = {s: {p for p, _ in a[s]} for s in ("train", "val", "test")}
+    assert not (files["train"] & files["val"] or files["train"] & files["test"] or files["val"] & files["test"])
+    assert sum(map(len, files.values())) == 34
+    for s in ("val", "test"):
+        assert sorted({y for _, y in a[s]}) == [0, 1, 2], f"every class has images in {s}"
+    assert [y for _, y in a["test"]].count(2) == 3, "red: 20 images x 0.15 -> 3 in the test split"
+    assert a["classes"] == ["blue", "green", "red"]
+    c = project.find_splits(root, 0.15, 0.15, seed=4)
+    assert {p for p, _ in c["test"]} != files["test"], "another seed, another split"
+
+
+def test_explicit_split_folders_are_used(tmp_path, project):
+    write_image_folder(tmp_path / "d" / "train", per_class=(6, 6, 6))
+    write_image_folder(tmp_path / "d" / "test", per_class=(2, 2, 2), seed=1)
+    s = project.find_splits(tmp_path / "d", 0.15, 0.15, seed=0)
+    assert len(s["test"]) == 6 and all("/test/" in str(p) for p, _ in s["test"])
+    assert len(s["val"]) == 3 and len(s["train"]) == 15, "val carved from train/, one per class"
+
+
+def run_cli(tmp_path, *args):
+    return run_subprocess(PROJECT, ["--device", "cpu", *map(str, args)], tmp_path)
+
+
+def test_train_evaluate_predict_as_a_learner(tmp_path):
+    data = write_image_folder(tmp_path / "colours", per_class=(16, 12, 8))
+    ckpt = tmp_path / "ckpt"
+    done = run_cli(tmp_path, "train", "--data", data, "--epochs", 3, "--image-size", 32, "--ckpt-dir", ckpt,
+                   "--smoke", "--data-dir", tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offline stand-in" in done.stdout, "one line says which backbone weights were used"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["project"] == "project_image_classifier" and config["classes"] == ["blue", "green", "red"]
+    assert config["weights"] == "standin" and config["crop_size"] == 32
+    assert (ckpt / "train_state.pt").is_file()
+
+    done = run_cli(tmp_path, "evaluate", "--data", data, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["images"] == 6, "the test split the training run carved (15% of 16, 12, 8, rounded per class)"
+    assert m["accuracy"] >= 5 / 6, "colours are easy: the test images must be classified"
+    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 5_000
+    assert (tmp_path / "ev" / "worst_mistakes.png").is_file()
+
+    out = tmp_path / "preds.csv"
+    done = run_cli(tmp_path, "predict", "--images", data / "red" / "000.png", data / "blue" / "001.png",
+                   "--ckpt-dir", ckpt, "--output", out, "--top-k", 2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [r["top1"] for r in rows] == ["red", "blue"]
+    assert list(rows[0]) == ["file", "top1", "top2", "p1", "p2"]
+    assert all(1 >= float(r["p1"]) >= float(r["p2"]) >= 0 for r in rows)
+    out_json = tmp_path / "preds.json"
+    done = run_cli(tmp_path, "predict", "--images", data / "green", "--ckpt-dir", ckpt, "--output", out_json)
+    assert done.returncode == 0, done.stderr[-2000:]
+    preds = json.loads(out_json.read_text())
+    assert len(preds) == 12 and sum(p["top1"] == "green" for p in preds) >= 10
+
+
+def train_args(tmp_path, data, *extra):
+    return ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--data-dir", str(tmp_path / "cache"), "train",
+            "--data", str(data), "--image-size", "32", "--smoke", "--patience", "50", "--ckpt-dir",
+            str(tmp_path / "ck"), *extra]
+
+
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path, project):
+    data = write_image_folder(tmp_path / "d", per_class=(8, 8, 8))
+    assert project.main(train_args(tmp_path, data, "--epochs", "1"))["epochs_run"] == 1
+    assert project.main(train_args(tmp_path, data, "--epochs", "2", "--resume"))["epochs_run"] == 1
+    assert project.main(train_args(tmp_path, data, "--epochs", "2", "--resume"))["epochs_run"] == 0
+
+
+def test_standin_cache_is_hash_checked_and_recreated(tmp_path, project, capsys):
+    import argparse
+
+    args = argparse.Namespace(smoke=True, seed=0, data_dir=tmp_path)
+    first = project.standin_backbone("resnet18", args, 32, torch.device("cpu"))
+    cache = next((tmp_path / "standins").glob("*.pt"))
+    assert "cached it at" in capsys.readouterr().out
+    project.standin_backbone("resnet18", args, 32, torch.device("cpu"))
+    assert "SHA-256 checked" in capsys.readouterr().out, "the second run loads the cache"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    again = project.standin_backbone("resnet18", args, 32, torch.device("cpu"))
+    assert "damaged" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values())), \
+        "re-created with the same seed: the same weights"
+
+
+def test_onnx_export_matches_pytorch(tmp_path, project):
+    data = write_image_folder(tmp_path / "d", per_class=(6, 6, 6))
+    project.main(train_args(tmp_path, data, "--epochs", "1", "--model", "mobilenet_v3_small"))
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(data),
+                      "--ckpt-dir", str(tmp_path / "ck"), "--export-onnx"])
+    assert m["onnx_max_abs_diff"] <= 1e-4
+    assert (tmp_path / "ck" / "model.onnx").stat().st_size > 100_000
+
+
+@pytest.fixture
+def fails(tmp_path, capsys, project):
+    def run(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--data-dir", str(tmp_path / "cache"),
+                          *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    return run
+
+
+def test_bad_data_gets_one_line(tmp_path, fails):
+    assert "no such dataset folder" in fails("train", "--data", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert "no class folders" in fails("train", "--data", tmp_path / "empty")
+    write_image_folder(tmp_path / "one", per_class=(5,))
+    assert "at least two" in fails("train", "--data", tmp_path / "one")
+    data = tmp_path / "bad"
+    write_image_folder(data / "train", per_class=(6, 6, 6))
+    write_image_folder(data / "test", per_class=(2, 2, 2))
+    broken = data / "train" / "red" / "999.jpg"                  # train/ or the val split carved from it
+    broken.write_bytes(b"this is not a JPEG")
+    err = fails("train", "--data", data, "--smoke", "--epochs", "1", "--image-size", "32", "--ckpt-dir",
+                tmp_path / "ck")
+    assert "cannot read image" in err and str(broken) in err, "the unreadable file is named"
+    assert not (tmp_path / "ck" / "model.pt").exists(), "nothing written half"
+
+
+def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project):
+    data = write_image_folder(tmp_path / "d", per_class=(6, 6, 6))
+    project.main(train_args(tmp_path, data, "--epochs", "1"))
+    ckpt, out = tmp_path / "ck", tmp_path / "preds.csv"
+    image = data / "red" / "000.png"
+    assert "run `train` first" in fails("predict", "--images", image, "--ckpt-dir", tmp_path / "nothing")
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((ckpt / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "project": "project_time_series"}))
+    assert "project_time_series" in fails("predict", "--images", image, "--ckpt-dir", other, "--output", out)
+    weights = (ckpt / "model.pt").read_bytes()
+    (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
+    assert "cannot be loaded" in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", out)
+    (ckpt / "model.pt").write_bytes(weights)
+    assert "no such image" in fails("predict", "--images", tmp_path / "nope.jpg", "--ckpt-dir", ckpt, "--output", out)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    assert "broken.png" in fails("predict", "--images", tmp_path / "broken.png", "--ckpt-dir", ckpt, "--output", out)
+    assert not out.exists(), "a failed predict writes no predictions file"
+    write_image_folder(tmp_path / "more", per_class=(4, 4, 4))
+    (tmp_path / "more" / "purple").mkdir()
+    (tmp_path / "more" / "purple" / "x.png").write_bytes((data / "red" / "000.png").read_bytes())
+    assert "does not know: purple" in fails("evaluate", "--data", tmp_path / "more", "--ckpt-dir", ckpt)

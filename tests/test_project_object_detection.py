@@ -1,0 +1,265 @@
+"""10-projects/project_object_detection.py: the mAP implementation against hand-computed cases, augmentation moving
+the boxes, NMS, the demo, the three subcommands as a learner runs them, resume, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from harness import REPO, load_script, run_subprocess
+
+pytestmark = pytest.mark.smoke
+
+PROJECT = "10-projects/project_object_detection.py"
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load_script(REPO / PROJECT)
+
+
+def det(boxes, labels, scores=None):
+    d = {"boxes": np.array(boxes, dtype=float).reshape(-1, 4), "labels": np.array(labels, dtype=int)}
+    if scores is not None:
+        d["scores"] = np.array(scores, dtype=float)
+    return d
+
+
+# ------------------------------------------------------------------------------------------------ mAP, by hand
+
+
+def test_map_perfect_predictions_score_one(project):
+    gts = [det([[0, 0, 10, 10], [20, 20, 40, 50]], [1, 2]), det([[5, 5, 25, 15]], [1])]
+    preds = [det(g["boxes"], g["labels"], [0.9] * len(g["labels"])) for g in gts]
+    r = project.mean_average_precision(preds, gts, num_classes=2)
+    assert r["map50"] == 1.0 and r["map"] == 1.0
+
+
+def test_map_false_positive_ranked_first(project):
+    # one object; a confident false positive, then the true detection: precision 1/2 at recall 1, everywhere
+    gts = [det([[0, 0, 10, 10]], [1])]
+    preds = [det([[50, 50, 60, 60], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])]
+    assert project.mean_average_precision(preds, gts, 1)["map50"] == pytest.approx(0.5)
+    # ranked last instead, it costs nothing: recall 1 was reached at precision 1
+    preds = [det([[50, 50, 60, 60], [0, 0, 10, 10]], [1, 1], [0.7, 0.8])]
+    assert project.mean_average_precision(preds, gts, 1)["map50"] == pytest.approx(1.0)
+
+
+def test_map_101_point_interpolation(project):
+    # two objects: TP (0.9), FP (0.8), TP (0.7): precision 1 up to recall 0.5 (51 of the 101 recall points),
+    # then 2/3 up to recall 1 (50 points)
+    gts = [det([[0, 0, 10, 10], [30, 30, 40, 40]], [1, 1])]
+    preds = [det([[0, 0, 10, 10], [60, 60, 70, 70], [30, 30, 40, 40]], [1, 1, 1], [0.9, 0.8, 0.7])]
+    assert project.mean_average_precision(preds, gts, 1)["map50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # one of the two objects never found: precision 0 beyond recall 0.5
+    preds = [det([[0, 0, 10, 10]], [1], [0.9])]
+    assert project.mean_average_precision(preds, gts, 1)["map50"] == pytest.approx(51 / 101)
+
+
+def test_map_iou_thresholds_and_duplicates(project):
+    gts = [det([[0, 0, 10, 10]], [1])]
+    # IoU 100/160 = 0.625: a hit at 0.5, 0.55, 0.6, a miss at 0.65 ... 0.95 -> mAP@[.5:.95] = 3/10
+    preds = [det([[0, 0, 10, 16]], [1], [0.9])]
+    r = project.mean_average_precision(preds, gts, 1)
+    assert r["map50"] == pytest.approx(1.0) and r["map"] == pytest.approx(0.3)
+    # a second box on the same object is a false positive: with the higher score it halves the precision
+    preds = [det([[0, 0, 10, 10], [0, 0, 10, 11]], [1, 1], [0.8, 0.9])]
+    r = project.mean_average_precision(preds, gts, 1)
+    assert r["map50"] == pytest.approx(1.0), "IoU 10/11 also matches: the best-scored box takes the object"
+    preds = [det([[0, 0, 10, 10], [0, 0, 10, 30]], [1, 1], [0.8, 0.9])]  # IoU 1/3: the 0.9 box misses
+    assert project.mean_average_precision(preds, gts, 1)["map50"] == pytest.approx(0.5)
+
+
+def test_map_wrong_class_and_classes_without_objects(project):
+    gts = [det([[0, 0, 10, 10]], [1])]
+    preds = [det([[0, 0, 10, 10]], [2], [0.9])]  # right place, wrong class
+    r = project.mean_average_precision(preds, gts, 2)
+    assert r["map50"] == 0.0 and list(r["ap50_per_class"]) == [1], "class 2 has no objects: left out of the mean"
+
+
+def test_postprocess_threshold_and_classwise_nms(project):
+    out = {"boxes": torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [1, 0, 11, 10], [50, 50, 60, 60.]]),
+           "scores": torch.tensor([0.9, 0.8, 0.7, 0.3]), "labels": torch.tensor([1, 1, 2, 1])}
+    p = project.postprocess(out, score_threshold=0.5, nms_iou=0.5)
+    # box 1 overlaps box 0 (IoU 9/11) in the same class: suppressed; box 2 is another class: kept; box 3 too low
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.7]) and p["labels"].tolist() == [1, 2]
+    p = project.postprocess(out, score_threshold=0.0, nms_iou=0.9)
+    assert len(p["scores"]) == 4, "IoU 0.82 is below an NMS threshold of 0.9: nothing suppressed"
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+
+
+def test_augmentation_moves_the_boxes_with_the_pixels(tmp_path, project):
+    from torchvision.io import write_png
+
+    img = torch.zeros(3, 48, 64, dtype=torch.uint8)
+    img[:, 20:40, 10:30] = 255                                    # a white square: box [10, 20, 30, 40]
+    (tmp_path / "images").mkdir()
+    write_png(img, str(tmp_path / "images" / "a.png"))
+    rec = {"file": tmp_path / "images" / "a.png", "boxes": [[10.0, 20.0, 30.0, 40.0]], "cats": [7]}
+    data = project.CocoImages([rec], {7: 1}, project.train_transforms(colour=False))
+    torch.manual_seed(0)
+    flipped = zoomed = 0
+    for _ in range(40):
+        image, target = data[0]
+        ys, xs = torch.nonzero(image.mean(0) > 0.9, as_tuple=True)  # where the square's pixels went
+        where = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert target["boxes"].tolist() == [pytest.approx(where)], "the box must follow the pixels"
+        assert target["labels"].tolist() == [1]
+        if tuple(image.shape[-2:]) == (48, 64) and where[0] != 10:
+            assert where == [64 - 30, 20, 64 - 10, 40], "a horizontal flip mirrors x: x1' = W - x2, x2' = W - x1"
+            flipped += 1
+        zoomed += tuple(image.shape[-2:]) != (48, 64)
+    assert flipped and zoomed, "both the flip and the zoom-out happened in 40 draws"
+
+
+# ------------------------------------------------------------------------------------------------ the demo and CLI
+
+
+def test_demo_smoke(run_lesson):
+    m = run_lesson(PROJECT)
+    assert m["used_pretrained_backbone"] == 0, "--smoke never downloads: the tiny stand-in backbone"
+    assert m["train_loss_last"] < 0.9 * m["train_loss_first"], "the detector's loss must fall"
+    assert 0.0 <= m["test_map50_95"] <= m["test_map50"] <= 1.0
+    assert m["test_images"] == 9
+
+
+def write_coco(root, n=24, size=64, seed=0):
+    """root/images/*.png + root/annotations.json: one or two bright squares (category 3) or discs (category 5)
+    per dark image, with category ids that are not 1..K on purpose."""
+    from torchvision.io import write_png
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        img = rng.integers(0, 60, (3, size, size)).astype(np.uint8)
+        for _ in range(rng.integers(1, 3)):
+            s = int(rng.integers(14, 26))
+            x, y = (int(v) for v in rng.integers(0, size - s, 2))
+            cat = int(rng.choice([3, 5]))
+            mask = (np.abs(xx - x - s / 2 + 0.5) <= s / 2) & (np.abs(yy - y - s / 2 + 0.5) <= s / 2) if cat == 3 else \
+                (xx - x - s / 2 + 0.5) ** 2 + (yy - y - s / 2 + 0.5) ** 2 <= (s / 2) ** 2
+            img[:, mask] = 230
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": [x, y, s, s]})
+        write_png(torch.from_numpy(img), str(root / "images" / f"{i}.png"))
+        images.append({"id": i, "file_name": f"{i}.png", "width": size, "height": size})
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 5, "name": "disc"},
+                                                                   {"id": 3, "name": "square"}]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+def run_cli(tmp_path, *args):
+    return run_subprocess(PROJECT, ["--device", "cpu", *map(str, args)], tmp_path)
+
+
+TINY = ["--backbone", "tiny", "--image-size", "64", "--width", "16", "--batch-size", "8"]
+
+
+def test_train_evaluate_predict_as_a_learner(tmp_path):
+    data = write_coco(tmp_path / "shapes")
+    ckpt = tmp_path / "ckpt"
+    done = run_cli(tmp_path, "train", "--data", data, *TINY, "--epochs", 2, "--ckpt-dir", ckpt, "--offline")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tiny stand-in" in done.stdout
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["project"] == "project_object_detection"
+    assert [c["name"] for c in config["categories"]] == ["square", "disc"], "categories in id order"
+
+    done = run_cli(tmp_path, "evaluate", "--data", data, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mAP@0.5" in done.stdout and "cross-check" in done.stdout or "torchmetrics (" in done.stdout
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["images"] == 4, "15% of 24 images: the test split the training run carved"
+    assert 0 <= m["map50_95"] <= m["map50"] <= 1
+    assert (tmp_path / "ev" / "precision_recall.png").stat().st_size > 5_000
+
+    out = tmp_path / "preds" / "detections.json"
+    done = run_cli(tmp_path, "predict", "--images", data / "images" / "0.png", data / "images" / "1.png",
+                   "--ckpt-dir", ckpt, "--output", out, "--score-threshold", 0.0, "--nms-iou", 0.3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["file"].rsplit("/", 1)[-1] for r in results] == ["0.png", "1.png"]
+    for r in results:
+        scores = [d["score"] for d in r["detections"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(d["label"] in ("square", "disc") and len(d["box_xyxy"]) == 4 for d in r["detections"])
+    assert (out.parent / "0_detections.png").stat().st_size > 1_000
+
+
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path, project):
+    data = write_coco(tmp_path / "d", n=16)
+    args = ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--data", str(data), *TINY,
+            "--patience", "50", "--ckpt-dir", str(tmp_path / "ck")]
+    assert project.main(args + ["--epochs", "1"])["epochs_run"] == 1
+    assert project.main(args + ["--epochs", "2", "--resume"])["epochs_run"] == 1
+    assert project.main(args + ["--epochs", "2", "--resume"])["epochs_run"] == 0
+    other = write_coco(tmp_path / "other", n=16, seed=1)
+    with pytest.raises(SystemExit):
+        project.main([*args[:6], str(other), *args[7:], "--epochs", "3", "--resume"])
+
+
+@pytest.fixture
+def fails(tmp_path, capsys, project):
+    def run(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, args)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    return run
+
+
+def test_bad_data_gets_one_line(tmp_path, fails, project):
+    assert "no such dataset folder" in fails("train", "--data", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert "annotations.json" in fails("train", "--data", tmp_path / "empty")
+    data = write_coco(tmp_path / "d", n=8)
+    ann = data / "annotations.json"
+    good = json.loads(ann.read_text())
+    ann.write_text("{not json")
+    assert "not valid JSON" in fails("train", "--data", data)
+    ann.write_text(json.dumps({**good, "annotations": [{**good["annotations"][0], "bbox": [1, 1, 0, 5]}]}))
+    assert "annotation 1" in fails("train", "--data", data) and "positive" in fails("train", "--data", data)
+    ann.write_text(json.dumps({**good, "annotations": [{**good["annotations"][0], "category_id": 9}]}))
+    assert "category_id 9" in fails("train", "--data", data)
+    ann.write_text(json.dumps({**good, "images": good["images"] + [{"id": 99, "file_name": "gone.png"}]}))
+    assert "gone.png" in fails("train", "--data", data)
+    ann.write_text(json.dumps(good))
+    broken = project.find_splits(data, 0.1, 0.15, 0)["train"][0]["file"]  # an image training reads
+    broken.write_bytes(b"\x89PNG not really")
+    err = fails("train", "--data", data, *TINY, "--epochs", "1", "--ckpt-dir", tmp_path / "ck")
+    assert "cannot read image" in err and str(broken) in err
+    assert not (tmp_path / "ck" / "model.pt").exists(), "nothing written half"
+
+
+def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project):
+    data = write_coco(tmp_path / "d", n=12)
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--data", str(data), *TINY,
+                  "--epochs", "1", "--ckpt-dir", str(tmp_path / "ck")])
+    ckpt, out = tmp_path / "ck", tmp_path / "p" / "preds.json"
+    image = data / "images" / "0.png"
+    assert "run `train` first" in fails("predict", "--images", image, "--ckpt-dir", tmp_path / "nothing")
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((ckpt / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "project": "project_image_classifier"}))
+    assert "project_image_classifier" in fails("predict", "--images", image, "--ckpt-dir", other, "--output", out)
+    weights = (ckpt / "model.pt").read_bytes()
+    (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
+    assert "cannot be loaded" in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", out)
+    (ckpt / "model.pt").write_bytes(weights)
+    assert "no such image" in fails("predict", "--images", tmp_path / "nope.png", "--ckpt-dir", ckpt, "--output", out)
+    (tmp_path / "broken.png").write_bytes(b"garbage")
+    assert "broken.png" in fails("predict", "--images", image, tmp_path / "broken.png", "--ckpt-dir", ckpt,
+                                 "--output", out)
+    assert not out.parent.exists(), "a failed predict writes neither the JSON nor any drawn image"
+    coco = json.loads((data / "annotations.json").read_text())
+    coco["categories"][0]["name"] = "ball"
+    (data / "annotations.json").write_text(json.dumps(coco))
+    assert "trained on" in fails("evaluate", "--data", data, "--ckpt-dir", ckpt)
