@@ -67,8 +67,8 @@ from tqdm import tqdm
 PROJECT = "project_object_detection"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's mAP@[.5:.95]
-RECALL_POINTS = np.linspace(0, 1, 101)       # COCO's 101-point interpolation
+IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # COCO's mAP@[.5:.95]
+RECALL_POINTS = 101  # COCO's 101-point interpolation: recall 0, 0.01, ..., 1 (np.linspace, as COCO builds it)
 DEMO_CLASSES = ("circle", "square", "triangle")
 
 
@@ -403,7 +403,7 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[fl
     recall = ctp / max(n_gt, 1)
     precision = ctp / np.maximum(ctp + cfp, 1e-12)
     envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    idx = np.searchsorted(recall, np.linspace(0, 1, RECALL_POINTS), side="left")
     ap = float(np.mean([envelope[i] if i < len(envelope) else 0.0 for i in idx]))
     return ap, recall, precision
 
