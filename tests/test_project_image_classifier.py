@@ -74,8 +74,8 @@ def run_cli(tmp_path, *args):
 def test_train_evaluate_predict_as_a_learner(tmp_path):
     data = write_image_folder(tmp_path / "colours", per_class=(16, 12, 8))
     ckpt = tmp_path / "ckpt"
-    done = run_cli(tmp_path, "train", "--data", data, "--epochs", 3, "--image-size", 32, "--ckpt-dir", ckpt,
-                   "--smoke", "--data-dir", tmp_path / "cache")
+    done = run_cli(tmp_path, "train", "--data", data, "--epochs", 5, "--batch-size", 8, "--image-size", 32,
+                   "--ckpt-dir", ckpt, "--smoke", "--data-dir", tmp_path / "cache")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "offline stand-in" in done.stdout, "one line says which backbone weights were used"
     config = json.loads((ckpt / "config.json").read_text())
@@ -86,8 +86,8 @@ def test_train_evaluate_predict_as_a_learner(tmp_path):
     done = run_cli(tmp_path, "evaluate", "--data", data, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
     assert done.returncode == 0, done.stderr[-2000:]
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
-    assert m["images"] == 6, "the test split the training run carved (15% of 16, 12, 8, rounded per class)"
-    assert m["accuracy"] >= 5 / 6, "colours are easy: the test images must be classified"
+    assert m["images"] == 5, "the test split the training run carved: round(15% of 16, 12, 8) = 2 + 2 + 1"
+    assert m["accuracy"] >= 0.8, "colours are easy: the test images must be classified"
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 5_000
     assert (tmp_path / "ev" / "worst_mistakes.png").is_file()
 
