@@ -28,7 +28,9 @@ Run it:
     python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
     python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
 
-The demo takes about 3 minutes on a 2-core laptop CPU offline (--smoke: a few seconds). It generates scenes of
+The demo takes about 7 minutes on a 2-core laptop CPU offline (--smoke: a few seconds); there it reaches a test
+mAP@0.5 of about 0.6 (triangles about 0.9, circles and squares, which small sizes make alike, lower), short of the
+0.8 it aims at: more epochs, larger --image-size, or a GPU get further. It generates scenes of
 circles, squares and triangles in random colours and sizes, overlapping, on striped and noisy backgrounds, and
 writes them as images/ + annotations.json under --data-dir. What to look for: the backbone line; the validation
 mAP rising per epoch; the test mAP@0.5 (the demo's target is 0.8 or more) and the stricter mAP@[.5:.95]; the
@@ -877,16 +879,16 @@ def parse_args(argv):
         p.add_argument("--backbone", choices=["auto", "tiny", "mobilenet_v3_large"], default=dd("auto"),
                        help="auto: MobileNetV3-Large with ImageNet weights when they can be downloaded, else the "
                             "tiny stand-in CNN")
-        p.add_argument("--image-size", type=int, default=dd(96), help="images are resized to this (min/max size)")
-        p.add_argument("--width", type=positive_int, default=dd(32), help="channels of the tiny backbone's c2 stage")
+        p.add_argument("--image-size", type=int, default=dd(64), help="images are resized to this (min/max size)")
+        p.add_argument("--width", type=positive_int, default=dd(16), help="channels of the tiny backbone's c2 stage")
         p.add_argument("--fpn-channels", type=int, default=dd(64), help="feature pyramid channels (a multiple of "
                        "32: the FCOS head uses GroupNorm with 32 groups)")
         p.add_argument("--head-convs", type=positive_int, default=dd(2), help="conv layers in each FCOS head tower")
-        p.add_argument("--epochs", type=positive_int, default=dd(16),
+        p.add_argument("--epochs", type=positive_int, default=dd(24),
                        help="most epochs (early stopping may end sooner)")
         p.add_argument("--patience", type=positive_int, default=dd(5),
                        help="epochs without improvement before stopping")
-        p.add_argument("--batch-size", type=positive_int, default=dd(16), help="images per batch")
+        p.add_argument("--batch-size", type=positive_int, default=dd(8), help="images per batch")
         p.add_argument("--lr", type=float, default=dd(3e-3), help="AdamW peak learning rate (warm-up, cosine decay)")
         p.add_argument("--val-frac", type=fraction, default=dd(0.1), help="share of the images for validation "
                        "when there is no val/ folder")
@@ -911,7 +913,7 @@ def parse_args(argv):
         if not hasattr(args, name):
             setattr(args, name, default)
     if args.smoke and args.command is None:
-        args.epochs, args.image_size, args.width = min(args.epochs, 2), 64, 16
+        args.epochs = min(args.epochs, 2)
     return args
 
 
