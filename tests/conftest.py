@@ -5,6 +5,7 @@
   pytest -rs                  # also list every skipped test with its reason: every unfinished exercise's hint
   pytest --strict-exercises   # unfinished exercises fail instead of being skipped (classrooms, CI of solutions)
   pytest -m "not determinism" # skip the reruns that prove same seed -> same metrics
+  pytest --default-runs -m default_run -n 2   # the slow tier: full default runs, their accuracy thresholds asserted
   pytest tests/test_exercises.py::test_exercise -k 02-ex03   # exactly one exercise (02-ex for all of module 02)
 
 The last lines of the output, just above pytest's counts: the next exercise with its hint, then one line of overall
@@ -52,6 +53,12 @@ def pytest_addoption(parser):
         help="device for the lesson smoke runs; auto picks cuda, then mps, then cpu",
     )
     group.addoption(
+        "--default-runs",
+        action="store_true",
+        help="also run the tests marked default_run: each lesson's full default configuration (minutes each), "
+        "with the thresholds its issue sets asserted; without this flag they are deselected",
+    )
+    group.addoption(
         "--strict-exercises",
         action="store_true",
         help="make unfinished exercises fail instead of skip",
@@ -84,7 +91,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Determinism reruns go last, so that each finds its lesson's smoke run already recorded (see run_lesson)."""
+    """Default-run tests are deselected unless --default-runs (they take minutes each, so the README's test command
+    leaves them out; they are not skipped, so a learner's output does not list them). Determinism reruns go last, so
+    that each finds its lesson's smoke run already recorded (see run_lesson)."""
+    if not config.getoption("--default-runs"):
+        slow = [item for item in items if item.get_closest_marker("default_run") is not None]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if item.get_closest_marker("default_run") is None]
     items.sort(key=lambda item: item.get_closest_marker("determinism") is not None)  # stable: order kept otherwise
 
 
