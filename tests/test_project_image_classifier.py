@@ -205,3 +205,12 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project
     (tmp_path / "more" / "purple").mkdir()
     (tmp_path / "more" / "purple" / "x.png").write_bytes((data / "red" / "000.png").read_bytes())
     assert "does not know: purple" in fails("evaluate", "--data", tmp_path / "more", "--ckpt-dir", ckpt)
+
+
+@pytest.mark.default_run
+def test_demo_default_run(run_lesson):
+    """The issue's demo bar at full size: accuracy far above chance on the held-out test split."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["test_accuracy"] >= 0.85 and m["test_accuracy"] >= 3 * m["chance_accuracy"]
+    assert m["test_balanced_accuracy"] >= 0.8, "the minority class is not sacrificed to the majority"
+    assert m["sklearn_max_diff"] < 1e-9

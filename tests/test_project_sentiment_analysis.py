@@ -192,3 +192,13 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
     assert "'mixed'" in fails("evaluate", "--data", three, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev")
     assert not out.exists(), "a failed predict writes no predictions file"
     assert not (tmp_path / "ev" / "confusion_matrix.png").exists()
+
+
+@pytest.mark.default_run
+def test_demo_default_run(run_lesson):
+    """The issue's demo bar at full size: word order matters, so the LSTM must beat every bag-of-words model."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["lstm_test_accuracy"] > 0.95
+    assert m["bow_test_accuracy"] <= m["bow_ceiling"] + 1e-9 and m["bow_ceiling"] < 0.85
+    assert m["lstm_test_accuracy"] > m["bow_ceiling"] + 0.1, "the LSTM beats every possible bag-of-words model"
+    assert m["lstm_acc_contrast"] > 0.95 and m["lstm_acc_negation"] > 0.95

@@ -97,3 +97,14 @@ def test_bad_images_get_one_line_and_write_nothing(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         project.main(["--content", str(content), "--out-dir", str(tmp_path / "o")])
     assert info.value.code == 2, "--content without --style is a usage error"
+
+
+@pytest.mark.default_run
+def test_demo_default_run(run_lesson):
+    """The demo at full size: the style distance falls by a large factor, also under a network never optimised
+    against, and the result keeps the photo's content."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["random_style_reduction"] > 20
+    assert m["heldout_random_style_reduction"] > 5
+    assert m["colour_dist_result"] < m["colour_dist_content"]
+    assert m["content_loss_final"] < 1.0

@@ -138,3 +138,14 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
     fewer.write_text("\n".join(line.rsplit(",", 1)[0] for line in data.read_text().splitlines()) + "\n")
     assert "columns" in fails("predict", "--csv", fewer, "--ckpt-dir", ckpt, "--output", out)
     assert not out.exists(), "a failed predict writes no forecast file"
+
+
+@pytest.mark.default_run
+def test_demo_default_run(run_lesson):
+    """The issue's demo bar at full size: on the generated series the model beats seasonal-naive on the test split,
+    and its 80% interval's measured coverage is near 80%."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["generated_ratio_vs_seasonal_naive"] < 0.95, "the model must beat seasonal-naive on the test split"
+    assert m["generated_mae_naive"] > 1.5 * m["generated_mae_seasonal_naive"]
+    assert 0.6 <= m["generated_coverage_80"] <= 0.95, "an 80% interval should cover roughly 80% of the test values"
+    assert 0.5 < m["sp500_ratio_vs_naive"] < 2.0, "the S&P 500 is near a random walk: reported, whatever it is"
