@@ -193,8 +193,8 @@ def test_05_time_series_default_run(run_lesson):
 def test_06_seq2seq_default_run(run_lesson):
     m = run_lesson("07-rnn-sequences/06_seq2seq.py", smoke=False)
     assert m["exact_acc"] > 0.9, "exact-sequence accuracy well above 90% on held-out dates"
-    measured = [m["tf0_exact_acc"], m["tf05_exact_acc"], m["tf1_exact_acc"]]
-    assert max(measured) - min(measured) > 0.05, "the teacher-forcing ratio must make a measurable difference"
+    assert m["tf1_exact_acc"] > m["tf0_exact_acc"] + 0.1, \
+        "same short budget: full teacher forcing learns measurably faster than none (about 52% vs 31% exact)"
 
 
 @pytest.mark.default_run
