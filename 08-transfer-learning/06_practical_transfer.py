@@ -556,8 +556,13 @@ def main(argv=None) -> dict:
     print("- ImageFolder layout in, checked up front: bad data stops with one line, not a traceback mid-training.")
     print("- The split is stratified, so the smallest class is in val and test too; the test split is read once.")
     gain = bal["balanced"] - bal["plain"]
-    print(f"- Class-balanced sampling changed balanced accuracy by {gain:+.1%} in this run"
-          + (" (too few test images of the smallest class to tell the two apart)." if abs(gain) < 0.01 else "."))
+    if min(bal.values()) > 0.99:
+        why = " (both runs are perfect on this test split: the task is too easy here to show the sampler's effect)."
+    elif abs(gain) < 0.01:
+        why = f" (no difference on {len(test_idx)} test images, {int((y_test == minority).sum())} of the smallest class)."
+    else:
+        why = f" (the smallest class's recall: {results['balanced'][2][minority] - results['plain'][2][minority]:+.1%})."
+    print(f"- Class-balanced sampling changed balanced accuracy by {gain:+.1%} in this run" + why)
     print("- Early stopping on the validation split kept the best epoch; best.pt + best.json are all --predict needs.")
     return metrics
 
