@@ -8,7 +8,8 @@ Sections:
    lesson says so in one line and uses a stand-in: a small ResNet it pretrains itself on 52 rendered letters
    (16 fonts shipped with matplotlib, random colours and jitter), cached under --data-dir as a state-dict file
    whose name carries its sha256 prefix, checked on load as torch.hub's check_hash checks downloads. The other
-   lessons of this module re-create that same stand-in when it is missing.
+   lessons of this module load that file, and re-create it with a condensed copy of this code when it is missing.
+   --smoke without the file pretrains a short version instead (12 letters, white on black, 80 steps).
 2. Preprocessing from the weights: weights.transforms() (resize, crop, ImageNet mean/std) on a real photo,
    matplotlib's grace_hopper.jpg.
 3. Inference: model.eval() (BatchNorm uses its running statistics, dropout is off) inside torch.inference_mode();
@@ -100,13 +101,19 @@ def parse_args(argv):
     return args
 
 
-# ---- The stand-in backbone: taught in 01_pretrained_models.py, repeated here so this file runs on its own ----
+# ---- The stand-in backbone. The other lessons of this module load the file this code caches; when it is absent
+# they re-create it with a condensed copy of this code (same recipe, same file). ----
 FONT_FILES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
               "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold", "STIXGeneral", "STIXGeneralBol",
               "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10")  # shipped with matplotlib
 LETTERS = string.ascii_letters  # the stand-in's 52 source categories
 STANDIN_MEAN, STANDIN_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # its normalisation, as ImageNet's is resnet18's
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.pt$")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
+# name -> (images, steps, batch, letters, random colours). The full recipe is the stand-in; the smoke recipe is a
+# short pretraining (12 letters, white on black: random colours take hundreds of steps to get going) for --smoke
+# runs that find no full file.
+RECIPES = {"standin_glyphs_tinyresnet": (6000, 600, 64, 52, True),
+           "standin_glyphs_tinyresnet_smoke": (800, 80, 16, 12, False)}
 
 
 def glyph_templates(chars: str, side: int = 40) -> torch.Tensor:
@@ -130,16 +137,19 @@ def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (bg + (fg - bg) * ink + 0.05 * torch.randn(n, 3, s, s, generator=g)).clamp(0, 1)
 
 
-def render_glyphs(templates: torch.Tensor, n: int, side: int, g: torch.Generator):
-    """n images (n, 3, side, side): a random font and class, rotated/scaled/sheared/shifted, random colours."""
+def render_glyphs(templates: torch.Tensor, n: int, g: torch.Generator, colour: bool = True):
+    """n normalised images (n, 3, 32, 32) of random fonts and classes, rotated/scaled/sheared/shifted, in random
+    colours (or white on black), and their labels."""
     f = torch.randint(templates.shape[0], (n,), generator=g)
     y = torch.randint(templates.shape[1], (n,), generator=g)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     a, s, shear = u(-0.3, 0.3), u(0.8, 1.25), u(-0.3, 0.3)
     theta = torch.stack([torch.stack([s * a.cos(), -s * a.sin() + shear, u(-0.15, 0.15)], 1),
                          torch.stack([s * a.sin(), s * a.cos(), u(-0.15, 0.15)], 1)], 1)  # (n, 2, 3)
-    grid = F.affine_grid(theta, [n, 1, side, side], align_corners=False)
-    return colourise(F.grid_sample(templates[f, y][:, None], grid, align_corners=False), g), y
+    grid = F.affine_grid(theta, [n, 1, 32, 32], align_corners=False)
+    ink = F.grid_sample(templates[f, y][:, None], grid, align_corners=False)  # (n, 1, 32, 32)
+    x = colourise(ink, g) if colour else ink.expand(-1, 3, -1, -1)
+    return (x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1), y
 
 
 class BasicBlock(nn.Module):
@@ -172,46 +182,60 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def standin_backbone(data_dir: Path, device, smoke: bool) -> nn.Module:
-    """The stand-in, pretrained on 52 rendered letters (16 fonts, random colours and affine jitter), cached under
-    data_dir as <name>-<sha256 prefix>.pt like torch.hub's files; a file whose hash does not match is re-created.
-    A smoke run uses a full cache when one exists, else pretrains briefly on 12 letters (cached separately)."""
-    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
-    model = TinyResNet().to(device)
-    for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
+def load_cached(data_dir: Path, name: str, model: nn.Module, device) -> Path | None:
+    """Load <data_dir>/<name>-<sha256 prefix>.pt into model if its sha256 starts with the prefix in its name (what
+    torch.hub's check_hash does for downloads); a file that fails the check is deleted. Returns the path or None."""
+    for path in sorted(Path(data_dir).glob(f"{name}-*.pt")):
         digest, named = hashlib.sha256(path.read_bytes()).hexdigest(), HASH_IN_NAME.search(path.name)
         if named and digest.startswith(named.group(1)):
-            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))  # tensors only
             print(f"stand-in backbone loaded from {path} (sha256 {digest[:8]} checked)")
-            return model.eval()
+            return path
         print(f"{path}: sha256 {digest[:8]} does not match its name (corrupt file); re-creating it")
         path.unlink()
-    n, steps, batch, classes = (2000, 300, 32, 12) if smoke else (6000, 600, 64, len(LETTERS))
-    g = torch.Generator().manual_seed(0)  # fixed: the stand-in is one artifact, like a published weights file
+    return None
+
+
+def pretrain(name: str, data_dir: Path, device) -> nn.Module:
+    """Pretrain the stand-in with RECIPES[name] (fixed seeds: one artifact, like a published weights file) and save
+    its state dict atomically as <data_dir>/<name>-<first 8 hex digits of its sha256>.pt."""
+    n, steps, batch, classes, colour = RECIPES[name]
+    g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = TinyResNet().to(device)
-    x, y = render_glyphs(glyph_templates(LETTERS[:classes]), n, 32, g)
-    x = ((x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)).to(device)
+    x, y = render_glyphs(glyph_templates(LETTERS[:classes]), n, g, colour)
+    x, y = x.to(device), y.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=steps)
     model.train()
     for _ in range(steps):
         idx = torch.randint(n, (batch,), generator=g).to(device)
-        loss = F.cross_entropy(model(x[idx]), y.to(device)[idx])
+        loss = F.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     buffer = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
-    path = Path(data_dir) / f"{names[-1]}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pt"
+    path = Path(data_dir) / f"{name}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written weights file
-    print(f"stand-in backbone pretrained ({steps} steps on {n} images of {classes} rendered letters)"
-          f" and cached at {path}")
-    return model.eval()
+    print(f"stand-in backbone pretrained ({steps} steps of {batch} on {n} images of {classes} rendered letters"
+          f"{' in random colours' if colour else ', white on black'}) and cached at {path}")
+    return model
+
+
+def standin_backbone(data_dir: Path, device, smoke: bool):
+    """The stand-in and the name of its recipe: the full file if cached (and intact), else, under --smoke, the smoke
+    file if cached, else pretrained now (the smoke recipe under --smoke, the full one otherwise) and cached."""
+    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
+    model = TinyResNet().to(device)
+    for name in names:
+        if load_cached(data_dir, name, model, device):
+            return model.eval(), name
+    return pretrain(names[-1], data_dir, device).eval(), names[-1]
 # ---- end of the stand-in ----
 
 
@@ -250,17 +274,18 @@ def main(argv=None) -> dict:
             print(f"ImageNet weights unavailable ({type(err).__name__}: {' '.join(str(err).split())[:70]}); "
                   "using the stand-in backbone")
     if model is None:
-        model = standin_backbone(args.data_dir, device, args.smoke)
+        model, recipe = standin_backbone(args.data_dir, device, args.smoke)
         categories = list(LETTERS)
         preprocess = v2.Compose([v2.Resize(36, antialias=True), v2.CenterCrop(32), v2.ToImage(),
                                  v2.ToDtype(torch.float32, scale=True), v2.Normalize(STANDIN_MEAN, STANDIN_STD)])
-        g = torch.Generator().manual_seed(1)
-        x_src, y_src = render_glyphs(glyph_templates(LETTERS[:12]), 500, 32, g)  # a-l: trained even by --smoke
-        x_src = (x_src - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1)
+        _, _, _, classes, colour = RECIPES[recipe]
+        g = torch.Generator().manual_seed(1)  # not the training seed: images the stand-in never saw
+        x_src, y_src = render_glyphs(glyph_templates(LETTERS[:classes]), 500, g, colour)
         with torch.inference_mode():
             src_acc = (model(x_src.to(device)).argmax(1).cpu() == y_src).float().mean().item()
-        print(f"stand-in accuracy on 500 new rendered letters a-l: {src_acc:.1%} (chance {1 / len(LETTERS):.1%})")
-        metrics["standin_source_acc"] = src_acc
+        print(f"stand-in accuracy on 500 new rendered letters ({LETTERS[0]}-{LETTERS[classes - 1]}, as in its "
+              f"pretraining): {src_acc:.1%} (chance {1 / classes:.1%})")
+        metrics.update(standin_source_acc=src_acc, standin_source_classes=classes)
     else:
         categories = weights.meta["categories"]
         preprocess = weights.transforms()

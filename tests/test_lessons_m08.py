@@ -50,8 +50,8 @@ def fake_torchvision_weights(data_dir, name: str = "resnet18"):
 
 def test_01_pretrained_models(run_lesson, standin_cache):
     m = run_lesson(PRETRAINED, "--data-dir", str(standin_cache))
-    assert m["used_pretrained_weights"] == 0 and m["num_categories"] == 52
-    assert m["standin_source_acc"] > 0.6  # the cached stand-in really learned its letters (chance 1.9%)
+    assert m["used_pretrained_weights"] == 0 and m["num_categories"] == 52 and m["standin_source_classes"] == 52
+    assert m["standin_source_acc"] > 0.6  # the cached stand-in really learned its 52 letters (chance 1.9%)
     assert m["prob_sum_error"] < 1e-5 and 0 < m["topk_prob_mass"] <= 1 + 1e-6
     assert m["eval_vs_train_max_abs_diff"] > 1e-4  # BatchNorm in train mode changes the prediction
     assert m["output_is_inference"] == 1
@@ -64,7 +64,8 @@ def test_01_pretrained_models(run_lesson, standin_cache):
 @pytest.mark.subprocess
 def test_01_pretrained_models_as_a_learner_runs_it(run_lesson_subprocess):
     m = run_lesson_subprocess(PRETRAINED)  # no cache: the short smoke pretraining on 12 letters
-    assert m["standin_source_acc"] > 0.3 and m["missing_keys"] == 2
+    assert m["standin_source_classes"] == 12 and m["standin_source_acc"] > 0.3  # chance 8%
+    assert m["missing_keys"] == 2
 
 
 def test_01_pretrained_models_online_path(run_lesson, tmp_path):
@@ -101,19 +102,20 @@ def test_03_fine_tuning(run_lesson, standin_cache):
     transfer = [m[k] for k in ("linear_probe_acc", "full_fine-tune_bn_eval_acc", "full_fine-tune_bn_train_acc",
                                "gradual_unfreezing_acc", "discriminative_lrs_acc")]
     assert min(transfer) > m["scratch_acc"] + 0.15, "every transfer strategy must beat scratch at 20 per digit"
-    assert m["best_transfer_minus_scratch"] > 0.25 and max(transfer) > 0.45
+    assert m["best_transfer_minus_scratch"] > 0.25 and max(transfer) > 0.38  # 20 steps only: chance is 0.10
     assert m["transfer_acc_5_shots"] > m["scratch_acc_5_shots"] + 0.15  # transfer pays at small data
 
 
 def test_04_domain_adaptation(run_lesson):
     m = run_lesson(DOMAIN)
-    assert m["source_test_acc"] > 0.9 and m["source_only_target_acc"] < m["source_test_acc"] - 0.1  # a real gap
-    assert m["grad_reverse_grad"] == -0.5 and m["adabn_weights_unchanged"] == 1
-    assert m["dann_gain"] > 0.02, "DANN must raise target accuracy over source-only"
-    assert m["selftrain_gain"] > 0.02, "self-training must raise target accuracy over source-only"
-    assert m["adabn_gain"] > -0.03  # AdaBN alone: +6 points in this smoke run, about 0 in the default run
-    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.05  # the features were aligned
-    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 50
+    assert m["source_test_acc"] > 0.8 and m["source_only_target_acc"] < m["source_test_acc"] - 0.2  # a real gap
+    assert m["grad_reverse_grad"] == -0.5 and m["adabn_weights_unchanged"] == 1 and m["adabn_bn_mean_shift"] > 0.05
+    # 60 steps: each method gains about 20 points here (the default run: test_04_domain_adaptation_default_run)
+    assert m["dann_gain"] > 0.1, "DANN must raise target accuracy over source-only"
+    assert m["selftrain_gain"] > 0.1, "self-training must raise target accuracy over source-only"
+    assert m["adabn_gain"] > 0.1, "AdaBN must raise the short-trained model's target accuracy"
+    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.1  # the features were aligned
+    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 10
 
 
 def test_05_model_zoo(run_lesson):
@@ -182,3 +184,72 @@ def test_06_practical_transfer_bad_data_gives_one_clear_line(run_lesson, tmp_pat
     expected = {"empty": ("bad data:", "no class folders"), "class_without_images": ("bad data:", "bird"),
                 "unreadable_image": ("bad data:", "broken.jpg"), "missing_checkpoint": ("cannot predict:", "best.pt")}
     assert all(part in message for part in expected[damage]), message
+
+
+def test_real_digits_are_load_digits():
+    """02, 03 and 04 read scikit-learn's digits file directly (importing sklearn costs a second): the same data."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for path in (FEATURES, FINE_TUNING, DOMAIN):
+        images, labels = load_script(REPO / path, f"m08_digits_{path[21:23]}").real_digits()
+        assert images.shape == (1797, 8, 8) and torch.equal(images, torch.tensor(digits.images, dtype=torch.float32))
+        assert torch.equal(labels, torch.tensor(digits.target))
+
+
+def test_condensed_standin_copies_recreate_01s_file(tmp_path):
+    """02, 03 and 06 carry a condensed copy of 01's stand-in code: from an empty --data-dir each writes the very file
+    01 writes (same sha256), so the module shares one stand-in whichever lesson made it. The smoke recipe (80 steps)."""
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        names = {}
+        for path in (PRETRAINED, FEATURES, FINE_TUNING, PRACTICAL):
+            lesson = load_script(REPO / path, f"m08_standin_{path[21:23]}")
+            lesson.standin_backbone(tmp_path / path[21:23], torch.device("cpu"), smoke=True)
+            names[path] = [p.name for p in (tmp_path / path[21:23]).glob("standin_glyphs_tinyresnet_smoke-*.pt")]
+    finally:
+        torch.set_rng_state(state)
+        torch.set_num_threads(threads)
+    assert all(len(n) == 1 for n in names.values()) and len({n[0] for n in names.values()}) == 1, names
+
+
+# ---- The default-run tier (pytest --default-runs -m default_run): each lesson's full offline run and the issue's
+# thresholds for it. 02, 03 and 06 get the session's stand-in cache, as after a learner's first run of 01. ----
+
+
+@pytest.mark.default_run
+def test_02_feature_extraction_default_run(run_lesson, standin_cache):
+    m = run_lesson(FEATURES, "--data-dir", str(standin_cache), smoke=False)
+    assert m["probe_acc"] > 0.5 and m["knn_acc"] > 0.4  # 10 digits, 20 labels each: chance 0.10
+    assert max(m[f"probe_acc_{d}"] for d in ("layer1", "layer2", "layer3", "avgpool")) > 0.6
+    assert m["pretrained_minus_random_probe"] > 0.2
+
+
+@pytest.mark.default_run
+def test_03_fine_tuning_default_run(run_lesson, standin_cache):
+    m = run_lesson(FINE_TUNING, "--data-dir", str(standin_cache), smoke=False)
+    transfer = [m[k] for k in ("linear_probe_acc", "full_fine-tune_bn_eval_acc", "full_fine-tune_bn_train_acc",
+                               "gradual_unfreezing_acc", "discriminative_lrs_acc")]
+    assert min(transfer) > m["scratch_acc"] + 0.15, "every transfer strategy must beat scratch at 20 per digit"
+    assert max(transfer) > 0.5  # chance 0.10
+    assert m["transfer_acc_5_shots"] > m["scratch_acc_5_shots"] + 0.2, "transfer must pay at 5 per digit"
+    assert m["gap_smallest_shots"] > m["gap_largest_shots"], "the gap must shrink as labels grow"
+
+
+@pytest.mark.default_run
+def test_04_domain_adaptation_default_run(run_lesson):
+    m = run_lesson(DOMAIN, smoke=False)
+    assert m["source_test_acc"] > 0.95 and m["source_only_target_acc"] < m["source_test_acc"] - 0.1
+    # the two adaptations the lesson claims (AdaBN alone is reported, and gains nothing in this configuration)
+    assert m["dann_gain"] > 0.08, "DANN must raise target accuracy over source-only"
+    assert m["selftrain_gain"] > 0.03, "self-training must raise target accuracy over source-only"
+    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.1
+
+
+@pytest.mark.default_run
+def test_06_practical_transfer_default_run(run_lesson, standin_cache):
+    m = run_lesson(PRACTICAL, "--data-dir", str(standin_cache), smoke=False)
+    assert m["used_pretrained_weights"] == 0 and m["num_classes"] == 3  # offline: the stand-in
+    assert m["balanced_mean_recall"] > 0.6 and m["balanced_test_acc"] > 0.6  # chance 0.33
+    assert m["balanced_minority_recall"] > 0.3
