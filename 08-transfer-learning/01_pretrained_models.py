@@ -8,7 +8,7 @@ Sections:
    lesson says so in one line and uses a stand-in: a small ResNet it pretrains itself on 52 rendered letters
    (16 fonts shipped with matplotlib, random colours and jitter), cached under --data-dir as a state-dict file
    whose name carries its sha256 prefix, checked on load as torch.hub's check_hash checks downloads. The other
-   lessons of this module load that file, and re-create it with a condensed copy of this code when it is missing.
+   lessons of this module load that file; when it is missing they run this lesson with --standin-only to make it.
    --smoke without the file pretrains a short version instead (12 letters, white on black, 80 steps).
 2. Preprocessing from the weights: weights.transforms() (resize, crop, ImageNet mean/std) on a real photo,
    matplotlib's grace_hopper.jpg.
@@ -41,6 +41,7 @@ import random
 import re
 import string
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import matplotlib
@@ -51,6 +52,7 @@ import torch.nn.functional as F
 from matplotlib import cbook
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.models import get_model, get_model_weights
+from torchvision.models.resnet import BasicBlock
 from torchvision.transforms import v2
 
 MODEL_NAME = "resnet18"
@@ -89,6 +91,9 @@ def parse_args(argv):
     parser.add_argument("--image", type=Path, default=None,
                         help="photo to classify (default: matplotlib's sample grace_hopper.jpg)")
     parser.add_argument("--topk", type=int, default=5, help="how many classes to list")
+    parser.add_argument("--standin-only", action="store_true",
+                        help="only make (or check) the cached stand-in under --data-dir, then stop: what lessons "
+                        "02, 03 and 06 run when they find no stand-in")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
@@ -102,7 +107,7 @@ def parse_args(argv):
 
 
 # ---- The stand-in backbone. The other lessons of this module load the file this code caches; when it is absent
-# they re-create it with a condensed copy of this code (same recipe, same file). ----
+# they run this file with --standin-only to make it (one recipe, one file). ----
 FONT_FILES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
               "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold", "STIXGeneral", "STIXGeneralBol",
               "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10")  # shipped with matplotlib
@@ -152,34 +157,19 @@ def render_glyphs(templates: torch.Tensor, n: int, g: torch.Generator, colour: b
     return (x - torch.tensor(STANDIN_MEAN).view(1, 3, 1, 1)) / torch.tensor(STANDIN_STD).view(1, 3, 1, 1), y
 
 
-class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock, same attribute names: conv1, bn1, conv2, bn2, downsample."""
+def tiny_resnet(num_classes: int = len(LETTERS), width: int = 16) -> nn.Sequential:
+    """The stand-in: torchvision's ResNet layout and names (conv1, bn1, relu, layer1-3, avgpool, fc) with one
+    torchvision BasicBlock per stage, widths 16-32-64, for 32x32 inputs: the same code (replace fc, freeze layer1,
+    hook layer3) works on it and on resnet18. (B, 3, 32, 32) -> (B, num_classes)."""
+    def stage(cin: int) -> BasicBlock:  # halves the resolution, doubles the width
+        block = BasicBlock(cin, 2 * cin, stride=2)
+        block.downsample = nn.Sequential(nn.Conv2d(cin, 2 * cin, 1, 2, bias=False), nn.BatchNorm2d(2 * cin))
+        return block
 
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + identity)
-
-
-class TinyResNet(nn.Module):
-    """A 3-stage ResNet laid out like torchvision's (conv1, bn1, relu, layer1-3, avgpool, fc): 32x32 inputs."""
-
-    def __init__(self, num_classes: int = len(LETTERS), width: int = 16):
-        super().__init__()
-        self.conv1, self.bn1, self.relu = nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        self.layer1, self.layer2 = BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2)
-        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
-        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, num_classes)
-
-    def forward(self, x):  # (B, 3, 32, 32) -> (B, num_classes)
-        x = self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))  # (B, 64, 4, 4)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, width, 3, 2, 1, bias=False), bn1=nn.BatchNorm2d(width), relu=nn.ReLU(),
+        layer1=BasicBlock(width, width), layer2=stage(width), layer3=stage(2 * width),  # (B, 64, 4, 4)
+        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(4 * width, num_classes)))
 
 
 def load_cached(data_dir: Path, name: str, model: nn.Module, device) -> Path | None:
@@ -202,7 +192,7 @@ def pretrain(name: str, data_dir: Path, device) -> nn.Module:
     n, steps, batch, classes, colour = RECIPES[name]
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = TinyResNet().to(device)
+    model = tiny_resnet().to(device)
     x, y = render_glyphs(glyph_templates(LETTERS[:classes]), n, g, colour)
     x, y = x.to(device), y.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
@@ -231,7 +221,7 @@ def standin_backbone(data_dir: Path, device, smoke: bool):
     """The stand-in and the name of its recipe: the full file if cached (and intact), else, under --smoke, the smoke
     file if cached, else pretrained now (the smoke recipe under --smoke, the full one otherwise) and cached."""
     names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
-    model = TinyResNet().to(device)
+    model = tiny_resnet().to(device)
     for name in names:
         if load_cached(data_dir, name, model, device):
             return model.eval(), name
@@ -257,6 +247,15 @@ def main(argv=None) -> dict:
     seed_everything(args.seed)
     device = pick_device(args.device)
     metrics = {}
+    if args.standin_only:  # lessons 02, 03 and 06 run this when their --data-dir holds no stand-in
+        model, recipe = standin_backbone(args.data_dir, device, args.smoke)
+        metrics.update(standin_source_classes=RECIPES[recipe][3], num_params=sum(p.numel() for p in model.parameters()))
+        record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
+                  "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+        print(f"stand-in ready; metrics written to {args.out_dir / 'metrics.json'}")
+        return metrics
 
     section("1. Loading a pretrained model: weights= enums")
     weights_enum = get_model_weights(MODEL_NAME)
@@ -291,7 +290,8 @@ def main(argv=None) -> dict:
         preprocess = weights.transforms()
         print(f"published accuracy: {weights.meta['_metrics']['ImageNet-1K']}; {weights.meta['_ops']} GFLOPs")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{type(model).__name__}: {n_params:,} parameters, {len(categories)} categories, e.g. {categories[:3]}")
+    kind = type(model).__name__ if weights is not None else "the stand-in (tiny_resnet)"
+    print(f"{kind}: {n_params:,} parameters, {len(categories)} categories, e.g. {categories[:3]}")
     metrics.update(used_pretrained_weights=int(weights is not None), num_categories=len(categories),
                    num_params=n_params)
 
@@ -340,12 +340,12 @@ def main(argv=None) -> dict:
     torch.save(state, tmp)
     os.replace(tmp, saved)  # a crash never leaves a half-written file
     loaded = torch.load(saved, map_location=device, weights_only=True)
-    twin = type(model)() if weights is None else get_model(MODEL_NAME, weights=None)
+    twin = tiny_resnet() if weights is None else get_model(MODEL_NAME, weights=None)
     twin.to(device).load_state_dict(loaded)  # strict=True: every key must match exactly
     with torch.inference_mode():
         reload_diff = (twin.eval()(batch) - logits).abs().max().item()
     print(f"saved {saved}, loaded with weights_only=True into a fresh model: outputs differ by {reload_diff:.1e}")
-    new_head = type(model)(num_classes=10) if weights is None else get_model(MODEL_NAME, weights=None, num_classes=10)
+    new_head = tiny_resnet(num_classes=10) if weights is None else get_model(MODEL_NAME, weights=None, num_classes=10)
     try:
         new_head.load_state_dict(loaded)
         strict_error = 0

@@ -30,12 +30,13 @@ the confusion matrix; top-k probabilities for the predicted files.
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
-import string
+import subprocess
+import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import matplotlib
@@ -45,10 +46,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib import cbook
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch.utils.data import WeightedRandomSampler
 from torchvision.models import get_model, get_model_weights
 from torchvision.transforms import v2
+from torchvision.models.resnet import BasicBlock
 
 MODEL_NAME = "resnet18"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -104,11 +106,43 @@ def parse_args(argv):
     return args
 
 
-# ---- The stand-in backbone of 01_pretrained_models.py (explained there), condensed so this file runs on its own ----
-FONT_FILES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
-              "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold", "STIXGeneral", "STIXGeneralBol",
-              "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10")  # shipped with matplotlib
+# ---- The stand-in backbone. 01_pretrained_models.py defines, pretrains and explains it and caches its state dict;
+# this file keeps the architecture (a state dict needs its class, as resnet18's file needs torchvision's ResNet) and
+# the loader, and asks 01 to make the file when it is absent. ----
 STANDIN_MEAN, STANDIN_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # its normalisation, as ImageNet's is resnet18's
+
+
+def tiny_resnet(num_classes: int = 52, width: int = 16) -> nn.Sequential:
+    """01's stand-in: torchvision's ResNet names (conv1, bn1, relu, layer1-3, avgpool, fc), one torchvision
+    BasicBlock per stage, widths 16-32-64. (B, 3, 32, 32) -> (B, num_classes)."""
+    def stage(cin: int) -> BasicBlock:  # halves the resolution, doubles the width
+        block = BasicBlock(cin, 2 * cin, stride=2)
+        block.downsample = nn.Sequential(nn.Conv2d(cin, 2 * cin, 1, 2, bias=False), nn.BatchNorm2d(2 * cin))
+        return block
+
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, width, 3, 2, 1, bias=False), bn1=nn.BatchNorm2d(width), relu=nn.ReLU(),
+        layer1=BasicBlock(width, width), layer2=stage(width), layer3=stage(2 * width),  # (B, 64, 4, 4)
+        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(4 * width, num_classes)))
+
+
+def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) -> nn.Module:
+    """01's cached stand-in (<name>-<sha256 prefix>.pt, hash checked as torch.hub does, weights_only=True; --smoke
+    also takes 01's short smoke version). When there is none, 01 makes it: `01_pretrained_models.py --standin-only`."""
+    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
+    for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
+        if hashlib.sha256(path.read_bytes()).hexdigest().startswith(path.stem.rsplit("-", 1)[-1]):
+            model = tiny_resnet().to(device)
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            print(f"stand-in backbone loaded from {path} (sha256 checked)")
+            return model.eval()
+    command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
+               "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])
+    print(f"no intact stand-in under {data_dir}: making it with {' '.join(command[1:])}")
+    if made or subprocess.run(command).returncode != 0:
+        raise SystemExit(f"could not make the stand-in under {data_dir} with 01_pretrained_models.py --standin-only")
+    return standin_backbone(data_dir, device, smoke, made=True)  # cached now
+# ---- end of the stand-in ----
 
 
 def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -117,91 +151,6 @@ def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     fg, bg = torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
     bg = torch.where((fg - bg).abs().mean(1, keepdim=True) < 0.35, 1 - fg, bg)
     return (bg + (fg - bg) * ink + 0.05 * torch.randn(n, 3, s, s, generator=g)).clamp(0, 1)
-
-
-class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock, same attribute names: conv1, bn1, conv2, bn2, downsample."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + identity)
-
-
-class TinyResNet(nn.Module):
-    """A 3-stage ResNet laid out like torchvision's (conv1, bn1, relu, layer1-3, avgpool, fc): 32x32 inputs."""
-
-    def __init__(self, num_classes: int = 52, width: int = 16):
-        super().__init__()
-        self.conv1, self.bn1, self.relu = nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        self.layer1, self.layer2 = BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2)
-        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
-        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, num_classes)
-
-    def forward(self, x):  # (B, 3, 32, 32) -> (B, num_classes)
-        x = self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))  # (B, 64, 4, 4)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def standin_backbone(data_dir: Path, device, smoke: bool) -> nn.Module:
-    """01's cached stand-in, <data_dir>/<name>-<sha256 prefix>.pt, hash checked and loaded with weights_only=True
-    (any --smoke run accepts the short version); when absent, re-created here by 01's recipe: the same file."""
-    names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
-    model = TinyResNet().to(device)
-    for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest.startswith(path.stem.rsplit("-", 1)[-1]):
-            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-            print(f"stand-in backbone loaded from {path} (sha256 {digest[:8]} checked)")
-            return model.eval()
-        print(f"{path}: sha256 {digest[:8]} does not match its name (corrupt file); re-creating it")
-        path.unlink()
-    # 01's recipe (images, steps, batch, letters, colours): each letter drawn in 16 fonts, then random picks warped
-    # at random (rotation, scale, shear, shift) and coloured at random; AdamW with a one-cycle schedule; fixed seeds
-    n, steps, batch, classes, colour = (800, 80, 16, 12, False) if smoke else (6000, 600, 64, 52, True)
-    g, ttf = torch.Generator().manual_seed(0), Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    ink = torch.zeros(len(FONT_FILES), classes, 40, 40)
-    for f, name in enumerate(FONT_FILES):
-        font = ImageFont.truetype(str(ttf / f"{name}.ttf"), 30)
-        for c in range(classes):
-            img = Image.new("L", (40, 40))
-            ImageDraw.Draw(img).text((20, 20), string.ascii_letters[c], fill=255, font=font, anchor="mm")
-            ink[f, c] = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
-    f, y = torch.randint(len(FONT_FILES), (n,), generator=g), torch.randint(classes, (n,), generator=g)
-    a, s, shear, dx, dy = (lo + (hi - lo) * torch.rand(n, generator=g) for lo, hi in
-                           ((-0.3, 0.3), (0.8, 1.25), (-0.3, 0.3), (-0.15, 0.15), (-0.15, 0.15)))
-    theta = torch.stack([s * a.cos(), -s * a.sin() + shear, dx, s * a.sin(), s * a.cos(), dy], 1).view(n, 2, 3)
-    x = F.grid_sample(ink[f, y][:, None], F.affine_grid(theta, [n, 1, 32, 32], align_corners=False),
-                      align_corners=False)  # (n, 1, 32, 32)
-    x = ((colourise(x, g) if colour else x.expand(-1, 3, -1, -1)) - 0.5) / 0.25  # STANDIN_MEAN, STANDIN_STD
-    torch.manual_seed(0)
-    model = TinyResNet().to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=steps)
-    for _ in range(steps):
-        idx = torch.randint(n, (batch,), generator=g)
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-    buffer = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
-    path = Path(data_dir) / f"{names[-1]}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pt"
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written weights file
-    print(f"no cached stand-in: pretrained it as 01_pretrained_models.py does ({steps} steps, {classes} letters), "
-          f"cached at {path}")
-    return model.eval()
-# ---- end of the stand-in ----
 
 
 def demo_dataset(data_dir: Path, smoke: bool) -> Path:
@@ -296,7 +245,7 @@ def train_transform(meta: dict):
 def build_model(meta: dict, num_classes: int) -> nn.Module:
     """The architecture of meta["backbone"] with a num_classes head, random weights (a state dict comes next)."""
     if meta["backbone"] == "standin":
-        model = TinyResNet()
+        model = tiny_resnet()
         model.fc = nn.Linear(model.fc.in_features, num_classes)
         return model
     return get_model(meta["backbone"], weights=None, num_classes=num_classes)
