@@ -142,6 +142,12 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project, capsy
     (ckpt / "generator.pt").write_bytes(weights[: len(weights) // 2])
     assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out)
     (ckpt / "generator.pt").write_bytes(weights)
+    judge = ckpt / "classifier.pt"
+    judge.write_bytes(judge.read_bytes()[:-8] + bytes(8))                 # a damaged cached judge: its sha256 differs
+    capsys.readouterr()
+    project.main(["--device", "cpu", "--offline", "--out-dir", str(tmp_path / "o"), "evaluate", "--ckpt-dir",
+                  str(ckpt), "--n", "50"])
+    assert "training a new one" in capsys.readouterr().out, "a cached judge is used only when its hash checks out"
     (ckpt / "config.json").write_text(json.dumps({**config, "width": 16}))
     assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out), "a width mismatch"
     assert "MNIST is not in" in fails("train", "--source", "mnist", "--data-dir", tmp_path / "empty",
