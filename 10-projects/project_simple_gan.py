@@ -688,7 +688,8 @@ def run_demo(args, device) -> dict:
                    train_time_s=trained["train_time_s"], samples=sm["samples"],
                    data_is_mnist=trained["source"] == "mnist")
     section("What to notice")
-    print(ring_verdict(metrics))
+    print(ring_verdict(metrics) + (" (--smoke: 200 steps, too few for either GAN to learn the ring; the demo runs "
+                                    f"{args.ring_steps})" if args.smoke else ""))
     print(f"- Digits: Frechet distance {ev['fid']:.2f} for the trained generator, {ev['fid_untrained']:.2f} untrained "
           f"({ev['fid_ratio_untrained_over_trained']:.1f}x), {ev['fid_real_vs_real']:.2f} between two sets of real "
           f"digits; {ev['coverage']}/10 digits drawn, mean judge confidence {ev['confidence']:.3f}.")
