@@ -39,6 +39,19 @@ def test_count_modes(project):
     modes, quality = project.count_modes(pts)
     assert modes == 3
     assert quality == pytest.approx(0.6, abs=0.03)
+    one_clump = centers[0] + rng.normal(0, 0.05, (1000, 2))
+    assert project.count_modes(one_clump) == (1, pytest.approx(0.99, abs=0.01)), "a collapsed generator: one mode"
+    assert project.spread(one_clump) < 0.1 < 1.3 < project.spread(pts) + 1.0
+
+
+def test_ring_verdict_follows_the_counts(project):
+    base = {"ring_spread_real": 1.41, "ring_spread_packed": 1.4}
+    collapse = project.ring_verdict({**base, "ring_modes_plain": 1, "ring_quality_plain": 0.02,
+                                     "ring_spread_plain": 0.2, "ring_modes_packed": 8, "ring_quality_packed": 0.5})
+    assert "collapsed" in collapse and "Packing cured it" in collapse
+    no_collapse = project.ring_verdict({**base, "ring_modes_plain": 8, "ring_quality_plain": 0.5,
+                                        "ring_spread_plain": 1.4, "ring_modes_packed": 8, "ring_quality_packed": 0.5})
+    assert "did not collapse" in no_collapse and "cure" not in no_collapse
 
 
 def test_demo_smoke(run_lesson):
@@ -49,6 +62,24 @@ def test_demo_smoke(run_lesson):
     assert m["digits_fid_real_vs_real"] < m["digits_fid_untrained"] / 10, "real digits are close to real digits"
     assert m["digits_coverage_untrained"] <= 3, "an untrained generator draws noise the judge files under few digits"
     assert m["samples"] == 64
+    for name in ("plain", "packed"):
+        assert 0 <= m[f"ring_modes_{name}"] <= 8 and 0 <= m[f"ring_quality_{name}"] <= 1
+    assert m["ring_spread_real"] == pytest.approx(1.41, abs=0.03), "the ring's own spread, measured"
+
+
+@pytest.mark.default_run
+def test_default_demo_meets_the_bars(run_lesson):
+    """The full default demo (offline: scikit-learn's digits). The bars: the 2-D plain GAN collapses and PacGAN cures
+    it; the DCGAN draws all ten digits, the judge is confident about them, and their Frechet distance is far below an
+    untrained generator's."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["ring_modes_plain"] <= 2 and m["ring_spread_plain"] < 0.5 * m["ring_spread_real"], "plain GAN collapses"
+    assert m["ring_modes_packed"] >= 7 and m["ring_quality_packed"] > 0.3, "PacGAN covers the ring"
+    assert m["digits_classifier_test_accuracy"] > 0.95, "a judge that recognises real digits"
+    assert m["digits_coverage"] == 10, "all ten digits drawn"
+    assert m["digits_confidence"] > 0.7 > 0.4 > m["digits_confidence_untrained"]
+    assert m["digits_fid"] < m["digits_fid_untrained"] / 8, "far below an untrained generator"
+    assert m["digits_fid"] < 6 * m["digits_fid_real_vs_real"] + 20
 
 
 def run_cli(tmp_path, *args):
@@ -111,6 +142,12 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project, capsy
     (ckpt / "generator.pt").write_bytes(weights[: len(weights) // 2])
     assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out)
     (ckpt / "generator.pt").write_bytes(weights)
+    judge = ckpt / "classifier.pt"
+    judge.write_bytes(judge.read_bytes()[:-8] + bytes(8))                 # a damaged cached judge: its sha256 differs
+    capsys.readouterr()
+    project.main(["--device", "cpu", "--offline", "--out-dir", str(tmp_path / "o"), "evaluate", "--ckpt-dir",
+                  str(ckpt), "--n", "50"])
+    assert "training a new one" in capsys.readouterr().out, "a cached judge is used only when its hash checks out"
     (ckpt / "config.json").write_text(json.dumps({**config, "width": 16}))
     assert "cannot be loaded" in fails("sample", "--ckpt-dir", ckpt, "--output", out), "a width mismatch"
     assert "MNIST is not in" in fails("train", "--source", "mnist", "--data-dir", tmp_path / "empty",
