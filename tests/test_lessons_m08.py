@@ -114,6 +114,8 @@ def test_04_domain_adaptation(run_lesson):
     assert m["dann_gain"] > 0.1, "DANN must raise target accuracy over source-only"
     assert m["selftrain_gain"] > 0.1, "self-training must raise target accuracy over source-only"
     assert m["adabn_gain"] > 0.1, "AdaBN must raise the short-trained model's target accuracy"
+    assert m["rescanned_source_only_acc"] < m["source_only_target_acc"] - 0.2, "the scanner shift costs accuracy"
+    assert m["adabn_gain_rescanned"] > 0.3, "recomputed BatchNorm statistics undo an affine pixel shift"
     assert m["domain_probe_after"] < m["domain_probe_before"] - 0.1  # the features were aligned
     assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 10
 
@@ -256,6 +258,7 @@ def test_04_domain_adaptation_default_run(run_lesson):
     assert m["dann_gain"] > 0.08, "DANN must raise target accuracy over source-only"
     assert m["selftrain_gain"] > 0.03, "self-training must raise target accuracy over source-only"
     assert m["domain_probe_after"] < m["domain_probe_before"] - 0.1
+    assert m["adabn_gain_rescanned"] > 0.3, "AdaBN's own kind of shift: statistics, recovered without labels"
 
 
 @pytest.mark.default_run
