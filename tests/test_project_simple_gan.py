@@ -41,7 +41,7 @@ def test_count_modes(project):
     assert quality == pytest.approx(0.6, abs=0.03)
     one_clump = centers[0] + rng.normal(0, 0.05, (1000, 2))
     assert project.count_modes(one_clump) == (1, pytest.approx(0.99, abs=0.01)), "a collapsed generator: one mode"
-    assert project.spread(one_clump) < 0.1 < 1.3 < project.spread(pts) + 1.0
+    assert project.spread(one_clump) < 0.1 and project.spread(pts) > 0.3, "a clump has no spread; three modes do"
 
 
 def test_ring_verdict_follows_the_counts(project):
@@ -62,8 +62,6 @@ def test_demo_smoke(run_lesson):
     assert m["digits_fid_real_vs_real"] < m["digits_fid_untrained"] / 10, "real digits are close to real digits"
     assert m["digits_coverage_untrained"] <= 3, "an untrained generator draws noise the judge files under few digits"
     assert m["samples"] == 64
-    for name in ("plain", "packed"):
-        assert 0 <= m[f"ring_modes_{name}"] <= 8 and 0 <= m[f"ring_quality_{name}"] <= 1
     assert m["ring_spread_real"] == pytest.approx(1.41, abs=0.03), "the ring's own spread, measured"
 
 
