@@ -344,31 +344,35 @@ def postprocess(output: dict, score_threshold: float, nms_iou: float) -> dict:
 # ----------------------------------------------------------------------------------------------------- checkpointing
 
 
-def load_config(ckpt_dir: Path) -> dict:
-    path = ckpt_dir / "config.json"
-    if not path.is_file():
-        raise ProjectError(f"no checkpoint in {ckpt_dir} (config.json is missing): run `train` first")
+CONFIG_KEYS = ("categories", "backbone", "image_size", "width", "fpn_channels", "head_convs", "val_frac", "test_frac",
+               "split_seed")  # what build_detector, evaluate and predict read from config.json
+
+
+def open_checkpoint(ckpt_dir: Path, device: torch.device) -> tuple[dict, FCOS]:
+    """ckpt_dir/config.json + model.pt -> (config, the detector in eval mode on device). Each way a checkpoint can be
+    unusable (none there, damaged JSON, another project's, keys missing, weights that do not fit) is one line."""
+    def unusable(why: str) -> ProjectError:
+        return ProjectError(f"{ckpt_dir}: {why}")
+
+    if not (ckpt_dir / "config.json").is_file():
+        raise unusable("no checkpoint here (config.json is missing): run `train` first")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ProjectError(f"{path} is not valid JSON ({err.__class__.__name__}): the checkpoint is damaged") from None
-    if config.get("project") != PROJECT:
-        raise ProjectError(f"{ckpt_dir} holds a checkpoint of {config.get('project', 'something else')!r}, "
-                           f"not of {PROJECT}")
-    return config
-
-
-def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> FCOS:
+        config = json.loads((ckpt_dir / "config.json").read_text())
+        owner = config.get("project")
+    except (OSError, ValueError, AttributeError) as err:
+        raise unusable(f"config.json is damaged ({type(err).__name__})") from None
+    if owner != PROJECT:
+        raise unusable(f"a checkpoint of {owner or 'something else'!r}, not of {PROJECT}")
+    if config.get("format_version") != FORMAT_VERSION or any(k not in config for k in CONFIG_KEYS):
+        raise unusable(f"config.json is format {config.get('format_version')!r} or lacks keys; this program "
+                       f"writes format {FORMAT_VERSION}: train again")
     model = build_detector(config)
-    try:
-        state = torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except FileNotFoundError:
-        raise ProjectError(f"{ckpt_dir / 'model.pt'} is missing: the checkpoint is incomplete") from None
-    except Exception as err:  # truncated file, another model's weights: one line, not a traceback
-        raise ProjectError(f"{ckpt_dir / 'model.pt'} cannot be loaded into this model "
-                           f"({str(err).splitlines()[0][:120]})") from None
-    return model.to(device).eval()
+    try:  # a missing or truncated model.pt, another model's weights: one line, not a traceback
+        model.load_state_dict(torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True))
+    except Exception as err:
+        why = "is missing" if isinstance(err, FileNotFoundError) else str(err).splitlines()[0][:120]
+        raise unusable(f"model.pt cannot be loaded into this model ({why})") from None
+    return config, model.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------------------------------- mAP
@@ -599,7 +603,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
 
 
 def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_dir: Path, quiet: bool = False) -> dict:
-    config = load_config(ckpt_dir)
+    config, model = open_checkpoint(ckpt_dir, device)
     splits = find_splits(data_root, config["val_frac"], config["test_frac"], config["split_seed"])
     names = [c["name"] for c in config["categories"]]
     if [c["name"] for c in splits["categories"]] != names:
@@ -608,7 +612,6 @@ def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_di
     records = splits[args.split] if args.split != "all" else splits["train"] + splits["val"] + splits["test"]
     cat_to_label = {c["id"]: i + 1 for i, c in enumerate(splits["categories"])}
     dataset = CocoImages(records, cat_to_label)
-    model = load_model(ckpt_dir, config, device)
     preds, gts = detect(model, dataset, device), ground_truth(dataset)
     r = mean_average_precision(preds, gts, len(names))
     ref, how = torchmetrics_map(preds, gts)
@@ -642,16 +645,19 @@ def plot_pr(path: Path, curves: dict, aps: dict, names: list) -> None:
     ax.set(title="precision-recall at IoU 0.5, detections ranked by score", xlabel="recall", ylabel="precision",
            xlim=(0, 1.02), ylim=(0, 1.02))
     ax.legend(loc="lower left")
+    save_figure(fig, path)
+
+
+def save_figure(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
 
 
 # ---------------------------------------------------------------------------------------------------------- predict
 
 
 def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, output: Path, quiet: bool = False) -> dict:
-    config = load_config(ckpt_dir)
+    config, model = open_checkpoint(ckpt_dir, device)
     files = []
     for path in images:
         if path.is_dir():
@@ -663,7 +669,6 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
     if not files:
         raise ProjectError(f"no image files in {', '.join(map(str, images))}")
     pixels = [read_image(f) for f in files]                    # every file is read before anything is written
-    model = load_model(ckpt_dir, config, device)
     names = [c["name"] for c in config["categories"]]
     results, drawn = [], []
     with torch.inference_mode():
@@ -803,51 +808,46 @@ def plot_history(path: Path, history: list) -> None:
     ax1.set(title="training loss per epoch", xlabel="epoch", ylabel="loss")
     ax2.plot(epochs, h[:, 1], color="C1", label="validation mAP@0.5")
     ax2.set(title="validation mAP@0.5 per epoch", xlabel="epoch", ylabel="mAP@0.5", ylim=(0, 1))
-    ax1.legend()
-    ax2.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    for ax in (ax1, ax2):
+        ax.legend()
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------- the CLI
 
 
+COMMON_FLAGS = {  # on the main parser, and repeated after each subcommand (there without defaults)
+    "--device": dict(default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                     help="where to train; auto picks cuda, then mps, then cpu"),
+    "--seed": dict(type=int, default=0, help="seed for torch, numpy, random and the split"),
+    "--smoke": dict(action="store_true", default=False, help="the demo in tiny form: seconds on a CPU, no download"),
+    "--out-dir": dict(type=Path, default=Path("outputs/10-projects/project_object_detection"),
+                      help="where metrics.json, plots, predictions and the default checkpoint go"),
+    "--data-dir": dict(type=Path, default=Path("data"),
+                       help="where the demo writes its dataset and backbone weights are cached"),
+    "--offline": dict(action="store_true", default=False, help="do not try to download backbone weights"),
+}
+
+
 def add_common(parser: argparse.ArgumentParser, sub: bool) -> None:
-    """The common flags, on the main parser and (without defaults) after each subcommand too."""
-    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
-    parser.add_argument("--device", default=d("auto"), choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to train; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--seed", type=int, default=d(0), help="seed for torch, numpy, random and the split")
-    parser.add_argument("--smoke", action="store_true", default=d(False),
-                        help="the demo in tiny form: a few seconds on a CPU, never downloads")
-    parser.add_argument("--out-dir", type=Path, default=d(Path("outputs/10-projects/project_object_detection")),
-                        help="where metrics.json, plots, predictions and the default checkpoint go")
-    parser.add_argument("--data-dir", type=Path, default=d(Path("data")),
-                        help="where the demo writes its dataset and backbone weights are cached")
-    parser.add_argument("--offline", action="store_true", default=d(False),
-                        help="do not try to download backbone weights")
+    for flag, spec in COMMON_FLAGS.items():
+        parser.add_argument(flag, **{**spec, "default": argparse.SUPPRESS} if sub else spec)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def number_in(cast, low: float, high: float, open_ends: bool = False):
+    """An argparse type: cast(text), refused unless low <= value <= high (low < value < high with open_ends)."""
+    def parse(text: str):
+        value = cast(text)
+        if (low < value < high) if open_ends else (low <= value <= high):
+            return value
+        bounds = f"at least {low}" if high == math.inf else f"{'strictly ' * open_ends}between {low} and {high}"
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+    return parse
 
 
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {value}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+positive_int = number_in(int, 1, math.inf)
+fraction = number_in(float, 0, 0.5, open_ends=True)
+unit_interval = number_in(float, 0, 1)
 
 
 def parse_args(argv):
@@ -917,30 +917,31 @@ def parse_args(argv):
     return args
 
 
+def run_command(args, device: torch.device) -> dict:
+    """The subcommand (or, with none, the demo) -> its metrics."""
+    if args.command is None:
+        return run_demo(args, device)
+    ckpt = args.ckpt_dir or args.out_dir / "checkpoint"
+    if args.command == "train":
+        return {k: v for k, v in train(args, device, args.data, ckpt).items() if k != "history"}
+    if args.command == "evaluate":
+        return evaluate(args, device, args.data, ckpt, args.out_dir)
+    return predict(args, device, args.images, ckpt, args.output or args.out_dir / "predictions.json")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = pick_device(args.device)
+    device, start = pick_device(args.device), time.perf_counter()
     seed_everything(args.seed)
-    start = time.perf_counter()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     print(f"{PROJECT}: device {device}, seed {args.seed}{', smoke' if args.smoke else ''}, torch {torch.__version__}")
     try:
-        if args.command is None:
-            metrics = run_demo(args, device)
-        else:
-            ckpt_dir = args.ckpt_dir or args.out_dir / "checkpoint"
-            if args.command == "train":
-                r = train(args, device, args.data, ckpt_dir)
-                metrics = {k: v for k, v in r.items() if k != "history"}
-            elif args.command == "evaluate":
-                metrics = evaluate(args, device, args.data, ckpt_dir, args.out_dir)
-            else:
-                metrics = predict(args, device, args.images, ckpt_dir, args.output or args.out_dir / "predictions.json")
+        metrics = run_command(args, device)
     except ProjectError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)            # one line for a person; exit status 1
         raise SystemExit(1) from None
-    record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
-              "smoke": args.smoke, "command": args.command or "demo", "wall_time_s": time.perf_counter() - start}
+    record = dict(metrics=metrics, torch_version=torch.__version__, device=str(device), seed=args.seed,
+                  smoke=args.smoke, command=args.command or "demo", wall_time_s=time.perf_counter() - start)
     atomic_write(args.out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     print(f"\nmetrics: {args.out_dir / 'metrics.json'}  ({record['wall_time_s']:.1f} s)")
     return metrics
