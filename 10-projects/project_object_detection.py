@@ -28,7 +28,7 @@ Run it:
     python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
     python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
 
-The demo takes about a minute on an idle 2-core laptop CPU offline (--smoke: a few seconds). It generates 400 scenes of
+The demo takes about 45 s on an idle 2-core laptop CPU offline (--smoke: about 4 s). It generates 400 scenes of
 96x96 px: one to four circles, squares and triangles in random colours (the shape, not the colour, tells the class),
 from 14 to 43 px across, overlapping, on striped and noisy backgrounds, and writes them as images/ +
 annotations.json under --data-dir. Trained from scratch with the stand-in backbone (up to 36 epochs, early stopping
@@ -793,7 +793,7 @@ def run_demo(args, device: torch.device) -> dict:
                "predicted_detections": pr["detections"], "train_time_s": trained["train_time_s"]}
     section("What to notice")
     verdict = "meets" if ev["map50"] >= 0.8 else "misses"
-    short = " (a smoke run is far too short for it)" if args.smoke else ""
+    short = "; a smoke run is far too short for it" if args.smoke else ""
     print(f"- Test mAP@0.5 {ev['map50']:.3f} ({verdict} the demo's 0.8 target{short}); mAP@[.5:.95] "
           f"{ev['map50_95']:.3f} is lower: boxes must also be tight, IoU 0.95 is a high bar.")
     print("- mAP rewards ranking: a confident false positive costs precision at every recall after it.")
