@@ -121,8 +121,20 @@ def test_demo_smoke(run_lesson):
     m = run_lesson(PROJECT)
     assert m["used_pretrained_backbone"] == 0, "--smoke never downloads: the tiny stand-in backbone"
     assert m["train_loss_last"] < 0.9 * m["train_loss_first"], "the detector's loss must fall"
+    assert m["best_val_map50"] > m["val_map50_first"], "and the validation mAP rise, even in two epochs"
     assert 0.0 <= m["test_map50_95"] <= m["test_map50"] <= 1.0
     assert m["test_images"] == 9
+
+
+@pytest.mark.default_run
+def test_demo_default_run(run_lesson):
+    """The issue's demo bar at full size, offline (the tiny stand-in backbone): test mAP@0.5 of 0.8 or more."""
+    m = run_lesson(PROJECT, smoke=False)
+    assert m["used_pretrained_backbone"] == 0, "the suite blocks the network: trained from scratch"
+    assert m["test_map50"] >= 0.8, f"test mAP@0.5 {m['test_map50']:.3f}: the demo's target is 0.8"
+    assert min(m[f"test_ap50_{c}"] for c in ("circle", "square", "triangle")) >= 0.65, "no class left behind"
+    assert 0.3 <= m["test_map50_95"] < m["test_map50"], "tight boxes are harder: mAP@[.5:.95] below mAP@0.5"
+    assert m["best_val_map50"] >= 0.75 and m["train_loss_last"] < 0.6 * m["train_loss_first"]
 
 
 def write_coco(root, n=24, size=64, seed=0):
@@ -250,6 +262,10 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project
     config = json.loads((ckpt / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "project": "project_image_classifier"}))
     assert "project_image_classifier" in fails("predict", "--images", image, "--ckpt-dir", other, "--output", out)
+    (other / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    assert "format 99" in fails("predict", "--images", image, "--ckpt-dir", other, "--output", out)
+    (other / "config.json").write_text('{"project": "project_object_')
+    assert "damaged" in fails("evaluate", "--data", data, "--ckpt-dir", other)
     weights = (ckpt / "model.pt").read_bytes()
     (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
     assert "cannot be loaded" in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", out)
