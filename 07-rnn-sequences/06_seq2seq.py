@@ -10,13 +10,14 @@ Sections:
    --teacher-forcing, otherwise the decoder's own previous guess.
 4. Greedy decoding on held-out dates (the argmax at each step, fed back, until <eos>) and exact-sequence accuracy:
    the whole string must be right.
-5. The teacher-forcing ratio measured: 1.0, 0.5 and 0.0 with the same small budget, greedy accuracy compared.
+5. The teacher-forcing ratio measured: always (1.0) against never (0.0), the same small budget for both, greedy
+   accuracy compared.
 
 Run it:
     python 07-rnn-sequences/06_seq2seq.py
     python 07-rnn-sequences/06_seq2seq.py --teacher-forcing 1.0 --steps 3000
 
-Takes about a minute on a laptop CPU. What to look for: exact-sequence accuracy on held-out dates above 90%, the
+Takes about 40 s on an idle 2-core CPU. What to look for: exact-sequence accuracy on held-out dates above 90%, the
 mistakes it still makes, and how accuracy changes with the teacher-forcing ratio.
 """
 
@@ -261,20 +262,21 @@ def main(argv=None) -> dict:
     section("5. The teacher-forcing ratio")
     print(f"same budget for each: {args.tf_steps} steps; greedy exact accuracy on the held-out dates")
     tf_results = {}
-    for ratio in (1.0, 0.5, 0.0):
+    for ratio in (1.0, 0.0):  # the extremes; the main model above used --teacher-forcing
         m = train(args, args.tf_steps, ratio, train_pairs, device)
         tf_exact, tf_char, _ = evaluate(m, test_pairs, device)
         tf_results[ratio] = tf_exact
         print(f"  teacher forcing {ratio:.1f}: exact {tf_exact:.1%}, per-character (teacher-forced) {tf_char:.1%}")
-    best, worst = max(tf_results, key=tf_results.get), min(tf_results, key=tf_results.get)
-    print(f"with this budget {best:.1f} scored best and {worst:.1f} worst ({tf_results[best]:.1%} vs "
-          f"{tf_results[worst]:.1%} exact). Teacher forcing gives every step the right context, so it learns fast, "
+    best, worst = max(tf_results, key=tf_results.get), min(tf_results, key=tf_results.get)  # a tie: both are 1.0
+    verdict = (f"both scored {tf_results[best]:.1%}" if best == worst else
+               f"{best:.1f} scored {tf_results[best]:.1%} exact, {worst:.1f} {tf_results[worst]:.1%}")
+    print(f"with this budget {verdict}. Teacher forcing gives every step the right context, so it learns fast, "
           "but it never practises recovering from its own mistakes (exposure bias); 0.0 trains on its own early "
           "garbage. A mix, or a ratio annealed from 1 to 0, is the usual compromise.")
 
     metrics = {"train_pairs": len(train_pairs), "test_pairs": len(test_pairs), "steps": args.steps,
                "teacher_forcing": args.teacher_forcing, "exact_acc": exact, "char_acc_teacher_forced": char_acc,
-               "tf_steps": args.tf_steps, "tf1_exact_acc": tf_results[1.0], "tf05_exact_acc": tf_results[0.5],
+               "tf_steps": args.tf_steps, "tf1_exact_acc": tf_results[1.0],
                "tf0_exact_acc": tf_results[0.0], "train_s": train_s}
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}

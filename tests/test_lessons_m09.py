@@ -136,3 +136,13 @@ def test_03_tf32_rounding_by_hand():
     assert out[0] == 1.0 and out[1] == 1 + 2**-10  # representable: unchanged
     assert out[2] == 1 + 2**-10  # a tie rounds away from zero
     assert out[3] == 1.0 and out[5] == -2.5 and torch.isfinite(out[4])
+
+
+@pytest.mark.default_run
+def test_03_mixed_precision_default_run(run_lesson):
+    """The full run (it once crashed where the smoke run did not: a GradScaler reused across two unscale_ calls)."""
+    m = run_lesson(AMP, smoke=False)
+    assert m["fp32_test_acc"] > 0.9 and m["max_acc_diff_vs_fp32"] <= m["acc_noise_2se"], "same accuracy within noise"
+    assert m["zero_act_grads_fp16"] > 0 and m["zero_act_grads_fp16_accum"] > m["zero_act_grads_fp16"], \
+        "fp16 without scaling loses small gradients, more of them when the loss is divided for accumulation"
+    assert m["zero_act_grads_fp16_gradscaler"] == 0 == m["zero_act_grads_fp16_gradscaler_accum"], "the scaler saves them"
