@@ -24,7 +24,7 @@ Run it:
     python 08-transfer-learning/01_pretrained_models.py             # ImageNet resnet18 if it can be had
     python 08-transfer-learning/01_pretrained_models.py --offline   # the stand-in, no download attempt
 
-Takes a few seconds with the ImageNet weights cached; offline about 20 seconds on a 2-core CPU the first time
+Takes a few seconds with the ImageNet weights cached; offline about 10 seconds on a 2-core CPU the first time
 (pretraining the stand-in), a few seconds after that. What to look for: the top-5 list with probabilities
 summing to at most 1; "missing keys: ['fc.weight', 'fc.bias']" when the head changes; weights_only refusing a
 pickled object; the hub directory following TORCH_HOME.

@@ -20,7 +20,7 @@ Run it:
     python 08-transfer-learning/02_feature_extraction.py
     python 08-transfer-learning/02_feature_extraction.py --train-per-class 10
 
-Takes about 30 seconds on a 2-core CPU the first time (pretraining the stand-in), under 10 seconds after that;
+Takes about 15 seconds on a 2-core CPU the first time (pretraining the stand-in), a few seconds after that;
 --smoke a few seconds. What to look for: "max abs diff 0" between the two extractors; the table (a middle layer
 with spatial detail often beats the pooled output on digits; every pretrained row beats the random backbone);
 digits forming clusters in the PCA plot.

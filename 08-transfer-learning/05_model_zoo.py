@@ -20,7 +20,7 @@ Run it:
     python 08-transfer-learning/05_model_zoo.py
     python 08-transfer-learning/05_model_zoo.py --smoke     # two tiny models timed, seconds
 
-Takes about 30 seconds on a 2-core CPU (timing eight architectures); --smoke a few seconds. What to look for: the
+Takes about 6 seconds on a 2-core CPU (timing eight architectures); --smoke a few seconds. What to look for: the
 Pareto front (mobilenets, efficientnets, regnets ... up to the large ViTs); how far apart GFLOPs and measured
 latency rank the same models; the best model under each budget.
 """

@@ -22,8 +22,8 @@ Run it:
     python 08-transfer-learning/06_practical_transfer.py --images ~/my_photos     # root/<class>/<image>
     python 08-transfer-learning/06_practical_transfer.py --predict a.jpg b.png   # after a training run
 
-Takes under a minute on a 2-core CPU offline (46 s of CPU time measured, stand-in cached; the first run also
-pretrains the stand-in); --smoke a few seconds.
+Takes about 15 seconds on an idle 2-core CPU offline the first time (pretraining the stand-in included), less
+after that; --smoke a few seconds.
 What to look for: the smallest class's recall with and without balanced sampling; the epoch early stopping kept;
 the confusion matrix; top-k probabilities for the predicted files.
 """

@@ -23,7 +23,7 @@ Run it:
     python 09-custom-models/03_mixed_precision.py
     python 09-custom-models/03_mixed_precision.py --device cuda            # the speedup table on a GPU
 
-Takes about 30 seconds on a 2-core CPU (most of it the fp16 row: this CPU has no fp16 arithmetic) and well under a
+Takes about 15 seconds on a 2-core CPU (most of it the fp16 row: this CPU has no fp16 arithmetic) and well under a
 minute on a GPU; --smoke takes a few seconds. What to look for: the autocast dtype table; the table in section 4
 (on an Ampere-or-later GPU, bf16 + channels_last several times faster than fp32 at the same accuracy; on a CPU,
 bf16 at best a little faster and fp16 much slower); in section 5, fp16 gradients flushed to zero without the

@@ -16,7 +16,7 @@ Run it:
     python 09-custom-models/06_onnx_export.py
     python 09-custom-models/06_onnx_export.py --threads 2 --epochs 12
 
-Takes about 40 seconds on a 2-core CPU, and --smoke still about 15 s: importing onnxscript and the first
+Takes about 10 seconds on an idle 2-core CPU, and --smoke still about 8 s: importing onnxscript and the first
 torch.export trace cost several seconds each, and the lesson exports three times. Offline; everything is written
 under --out-dir. What to look for: ORT == eager to ~1e-7, onnxruntime several times faster than eager at batch 1
 (eager pays Python and dispatch overhead per layer), the int8 file about 3x smaller with the accuracy nearly

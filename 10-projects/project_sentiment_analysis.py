@@ -20,7 +20,7 @@ Run it:
     python 10-projects/project_sentiment_analysis.py evaluate --data test.csv --ckpt-dir outputs/10-projects/project_sentiment_analysis/checkpoint
     python 10-projects/project_sentiment_analysis.py predict --text "not good at all" --text "never boring" --ckpt-dir ...
 
-The demo takes about 2 minutes on a 2-core laptop CPU (--smoke: a few seconds). It writes a generated corpus of short
+The demo takes about 6 s on an idle 2-core laptop CPU (--smoke: a few seconds). It writes a generated corpus of short
 reviews as train.csv and test.csv under --data-dir, built so that word order decides the label: negation ("not
 good", "never boring"), contrast ("good but boring" is negative, "boring but good" positive) and "good, not boring"
 against "boring, not good", with intensifiers and fillers around them. Every contrast sentence comes with its twin,

@@ -35,7 +35,7 @@ Run it:
     python 10-projects/project_simple_gan.py evaluate --ckpt-dir ckpt
     python 10-projects/project_simple_gan.py sample --n 64 --ckpt-dir ckpt --output samples.png
 
-The demo takes about 1 minute on a 2-core CPU (offline, the scikit-learn digits; --smoke: about 7 s, and its digits
+The demo takes about half a minute on an idle 2-core CPU (offline, the scikit-learn digits; --smoke: about 7 s, and its digits
 are still blobs). What to look for: modes covered and high-quality samples, plain against PacGAN; the digit GAN's
 Frechet distance far below the untrained generator's and the noise's, all ten digits covered, the judge's confidence
 well above the untrained generator's (its confidence on real digits is the ceiling); the sample grids getting sharper

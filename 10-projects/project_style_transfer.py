@@ -20,7 +20,7 @@ Run it:
     python 10-projects/project_style_transfer.py stylize --content photo.jpg --style painting.jpg --size 256
     python 10-projects/project_style_transfer.py evaluate --content photo.jpg --style painting.jpg --result out.png
 
-The demo takes about 2 minutes on a 2-core laptop CPU at --size 128 (--smoke: seconds at 48 px). Its content image
+The demo takes about 10 s on an idle 2-core laptop CPU at --size 128 (--smoke: seconds at 48 px). Its content image
 is Grace Hopper's portrait from matplotlib's sample data; its style image, colourful waves, is generated and written
 as a PNG under --data-dir. What to look for: the style distance falling by a large factor while the content loss
 stays small; the held-out network agreeing; the side-by-side figure content | style | result; the loss curves.

@@ -20,7 +20,7 @@ Run it:
     python 10-projects/project_time_series.py evaluate --csv my.csv --ckpt-dir outputs/10-projects/project_time_series/checkpoint
     python 10-projects/project_time_series.py predict --csv my.csv --ckpt-dir outputs/10-projects/project_time_series/checkpoint
 
-The demo takes about a minute on a 2-core laptop CPU (--smoke: a few seconds). It forecasts two series written under
+The demo takes about 10 s on an idle 2-core laptop CPU (--smoke: a few seconds). It forecasts two series written under
 --data-dir in the same CSV layout: a generated hourly load with trend, daily and weekly seasonality, a temperature
 input and autocorrelated noise, where the model must beat seasonal-naive; and the real monthly S&P 500 index
 (matplotlib ships it as sample data), where the naive forecast is famously hard to beat: the project reports the
