@@ -18,7 +18,8 @@ Run it:
     python 08-transfer-learning/03_fine_tuning.py
     python 08-transfer-learning/03_fine_tuning.py --shots 50 --steps 300
 
-Takes about 25 seconds on a 2-core CPU the first time (pretraining the stand-in), less after that; --smoke a few seconds.
+Takes about 25 seconds on a 2-core CPU the first time (pretraining the stand-in), less after that; --smoke a few
+seconds.
 What to look for: every transfer row far above scratch at 20 images per digit; the gap shrinking as labels grow.
 """
 
