@@ -138,8 +138,10 @@ def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) ->
             return model.eval()
     command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
                "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])
+    if made:  # 01 ran and still left no intact file
+        raise SystemExit(f"could not make the stand-in under {data_dir} with 01_pretrained_models.py --standin-only")
     print(f"no intact stand-in under {data_dir}: making it with {' '.join(command[1:])}")
-    if made or subprocess.run(command).returncode != 0:
+    if subprocess.run(command).returncode != 0:
         raise SystemExit(f"could not make the stand-in under {data_dir} with 01_pretrained_models.py --standin-only")
     return standin_backbone(data_dir, device, smoke, made=True)  # cached now
 # ---- end of the stand-in ----

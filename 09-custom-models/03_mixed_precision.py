@@ -463,12 +463,11 @@ def main(argv=None) -> dict:
     xb, yb = colourise(x_train[idx], g), y_train[idx]
     state = copy.deepcopy(model.state_dict())  # train-mode forwards update BN statistics: reset before each
     grads = {}
-    modes = [("fp32", None, None)]
+    modes = [("fp32", None, False)]  # (name, autocast dtype, loss scaling)
     if "fp16" in available:
-        modes += [("fp16", torch.float16, None),
-                  ("fp16 + GradScaler", torch.float16, "scaler")]
+        modes += [("fp16", torch.float16, False), ("fp16 + GradScaler", torch.float16, True)]
     if "bf16" in available:
-        modes.append(("bf16", torch.bfloat16, None))
+        modes.append(("bf16", torch.bfloat16, False))
     for name, dtype, scaling in modes:
         for divisor in (1, ACCUMULATION):
             model.load_state_dict(state)
