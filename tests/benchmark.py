@@ -7,11 +7,19 @@ command, each timed against its budget, as a sorted table and as JSON.
     .venv/bin/python tests/benchmark.py --suite            # also the README's test command as a whole
 
 Run it from anywhere; lessons are found in tests/curriculum-files.txt (a module joins once its folder exists;
-10-projects' scripts are timed the same way). Each run is a fresh `python <script>` in a temporary directory with the
+10-projects' scripts are timed the same way). Each run is a fresh `python <script>` with its own new --out-dir, the
 network blocked exactly as the test suite blocks it (tests/_netblock) and the thread count set explicitly
 (OMP_NUM_THREADS / MKL_NUM_THREADS, which torch's intra-op pool follows): 1 for smoke runs, 2 for default runs. Runs go
 one at a time, so they do not compete with each other; other work on the machine still slows them, so the header
-prints the load average, and the budgets are meant for an idle machine:
+prints the load average, and the budgets are meant for an idle machine.
+
+Where a run starts: as a learner works, module by module in the manifest's order, from one folder. The lessons of a
+module share a fresh working directory (so its default data/ folder), so what one lesson caches for the next (08's
+stand-in backbone, made by 01_pretrained_models.py) is there when the next runs, and its one-time cost is timed in
+the lesson that makes it. --isolated gives every run its own empty directory instead: each lesson then also pays
+for what an earlier lesson would have cached (08/02, 03 and 06 run 01 to make the stand-in).
+
+Budgets:
 
     smoke run of a lesson or project   <= 5 s     (one idle core)
     default offline run of a lesson    <= 60 s    (2 idle cores)
@@ -60,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds after which a run is stopped and reported as failed (a hang guard)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any row is over its budget")
+    parser.add_argument("--isolated", action="store_true",
+                        help="a fresh working directory for every run, not one per module (nothing cached between "
+                             "lessons: first-run costs show in every row)")
     args = parser.parse_args(argv)
     if args.no_smoke and not (args.default_runs or args.suite):
         parser.error("--no-smoke leaves nothing to time: add --default-runs or --suite")
@@ -93,14 +104,17 @@ def time_run(command: list[str], cwd: Path, env: dict, timeout: float) -> tuple[
     return time.perf_counter() - start, code, tail
 
 
-def time_script(path: str, kind: str, timeout: float) -> dict:
+def time_script(path: str, kind: str, timeout: float, workdir: Path) -> dict:
+    """One run of `python <path>` started in `workdir` (so --data-dir's default, data/, is there), output to a new
+    --out-dir of its own."""
     threads = THREADS[kind]
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
-        out_dir = Path(tmp) / "out"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="benchmark-out-") as out:
+        out_dir = Path(out) / "out"
         flags = ["--device", "cpu", "--seed", "0", "--out-dir", str(out_dir)]
         if kind == "smoke":
             flags.append("--smoke")
-        wall, code, tail = time_run([sys.executable, str(REPO / path), *flags], Path(tmp),
+        wall, code, tail = time_run([sys.executable, str(REPO / path), *flags], workdir,
                                     subprocess_env(threads=threads), timeout)
         metrics_file = out_dir / "metrics.json"
         lesson_wall = None
@@ -196,13 +210,17 @@ def main(argv=None) -> dict:
     if info["load_average"] and info["load_average"][0] > 0.5:
         print("  the machine is not idle: these figures are upper bounds of what an idle machine gives")
     kinds = ([] if args.no_smoke else ["smoke"]) + (["default"] if args.default_runs else [])
+    info["working_directories"] = "one per run" if args.isolated else "one per module, lessons in manifest order"
+    print(f"  working directory: {info['working_directories']}")
     rows = []
-    for kind in kinds:
-        for path in chosen:
-            this_kind = "project-default" if kind == "default" and path.startswith("10-projects/") else kind
-            row = time_script(path, this_kind, args.timeout)
-            rows.append(row)
-            print(f"  {this_kind:<15} {path:<60} {row['wall_s']:>8.2f} s  {mark(row)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
+        for kind in kinds:
+            for path in chosen:
+                this_kind = "project-default" if kind == "default" and path.startswith("10-projects/") else kind
+                workdir = Path(tmp) / kind / (path if args.isolated else path.split("/")[0])
+                row = time_script(path, this_kind, args.timeout, workdir)
+                rows.append(row)
+                print(f"  {this_kind:<15} {path:<60} {row['wall_s']:>8.2f} s  {mark(row)}", flush=True)
     if args.suite:
         print("  timing the README test command (minutes)...", flush=True)
         row = time_suite(args.timeout)
