@@ -120,6 +120,9 @@ def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) ->
             model = tiny_resnet().to(device)
             model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
             print(f"stand-in backbone loaded from {path} (sha256 checked)")
+            if "_smoke-" in path.name:
+                print(f"  01's short --smoke version: its features transfer far less than the full stand-in's; "
+                      f"`01_pretrained_models.py --standin-only --data-dir {data_dir}` makes that once (~10 s)")
             return model.eval()
     command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
                "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])

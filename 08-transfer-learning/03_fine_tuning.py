@@ -3,7 +3,7 @@
 Sections:
 1. The backbone (the stand-in of 01_pretrained_models.py, loaded from --data-dir or re-created there) and the
    target: scikit-learn's real handwritten digits in random colours, --shots labelled images per digit.
-2. Six ways to use it, each given the same number of optimizer steps (--steps, batch 32, AdamW):
+2. Six ways to use it, each given the same number of optimizer steps (--steps, batch 32 (16 under --smoke), AdamW):
    linear probe (backbone frozen, BatchNorm in eval mode, only the new head trains);
    full fine-tuning, BatchNorm kept in eval mode (its pretrained running statistics stay);
    full fine-tuning, BatchNorm in train mode (statistics re-estimated from these few images);
@@ -12,14 +12,15 @@ Sections:
    from scratch (the same architecture, random weights).
    A table of test accuracy and wall time for each.
 3. Where transfer pays most: accuracy against labelled images per digit (e.g. 5, 20, 100), transfer (the
-   discriminative-LR fine-tune) against scratch, plotted.
+   discriminative-LR fine-tune) against scratch, on the same test images as the table, plotted. At --shots
+   images per digit the curve reuses the table's two runs.
 
 Run it:
     python 08-transfer-learning/03_fine_tuning.py
     python 08-transfer-learning/03_fine_tuning.py --shots 50 --steps 300
 
-Takes about 25 seconds on a 2-core CPU the first time (pretraining the stand-in), less after that; --smoke a few
-seconds.
+Takes about 23 seconds on an idle 2-core CPU the first time (10 of them pretraining the stand-in), about 13 after
+that; --smoke a few seconds.
 What to look for: every transfer row far above scratch at 20 images per digit; the gap shrinking as labels grow.
 """
 
@@ -117,6 +118,9 @@ def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) ->
             model = tiny_resnet().to(device)
             model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
             print(f"stand-in backbone loaded from {path} (sha256 checked)")
+            if "_smoke-" in path.name:
+                print(f"  01's short --smoke version: its features transfer far less than the full stand-in's; "
+                      f"`01_pretrained_models.py --standin-only --data-dir {data_dir}` makes that once (~10 s)")
             return model.eval()
     command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
                "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])
@@ -180,14 +184,14 @@ def set_bn_eval(model: nn.Module) -> None:
             m.eval()
 
 
-def train(model, params, x, y, steps: int, g, bn_eval: bool) -> None:
-    """AdamW on `params` (a list or parameter groups) for `steps` minibatch steps of 32."""
+def train(model, params, x, y, steps: int, batch: int, g, bn_eval: bool) -> None:
+    """AdamW on `params` (a list or parameter groups) for `steps` minibatch steps of `batch`."""
     optimizer = torch.optim.AdamW(params, weight_decay=1e-4)
     model.train()
     if bn_eval:
         set_bn_eval(model)
     for _ in range(steps):
-        idx = torch.randint(len(x), (32,), generator=g).to(x.device)
+        idx = torch.randint(len(x), (batch,), generator=g).to(x.device)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,7 +201,8 @@ def train(model, params, x, y, steps: int, g, bn_eval: bool) -> None:
 @torch.no_grad()
 def accuracy(model, x, y) -> float:
     model.eval()
-    return torch.cat([model(x[i:i + 512]).argmax(1) == y[i:i + 512] for i in range(0, len(x), 512)]).float().mean().item()
+    hits = [model(x[i:i + 512]).argmax(1) == y[i:i + 512] for i in range(0, len(x), 512)]
+    return torch.cat(hits).float().mean().item()
 
 
 def with_new_head(backbone: nn.Module, seed: int) -> nn.Module:
@@ -207,20 +212,20 @@ def with_new_head(backbone: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def run_strategy(name, backbone, x, y, steps, lr, g, seed):
+def run_strategy(name, backbone, x, y, steps, batch, lr, g, seed):
     """Train one strategy; return the model. Every strategy takes exactly `steps` optimizer steps."""
     if name == "scratch":
         torch.manual_seed(seed)
         model = tiny_resnet(num_classes=10).to(x.device)
-        train(model, [{"params": model.parameters(), "lr": 3 * lr}], x, y, steps, g, bn_eval=False)
+        train(model, [{"params": model.parameters(), "lr": 3 * lr}], x, y, steps, batch, g, bn_eval=False)
         return model
     model = with_new_head(backbone, seed)
     if name == "linear probe":
         model.requires_grad_(False)
         model.fc.requires_grad_(True)
-        train(model, [{"params": model.fc.parameters(), "lr": 10 * lr}], x, y, steps, g, bn_eval=True)
+        train(model, [{"params": model.fc.parameters(), "lr": 10 * lr}], x, y, steps, batch, g, bn_eval=True)
     elif name in ("full fine-tune, BN eval", "full fine-tune, BN train"):
-        train(model, [{"params": model.parameters(), "lr": lr}], x, y, steps, g, bn_eval=name.endswith("eval"))
+        train(model, [{"params": model.parameters(), "lr": lr}], x, y, steps, batch, g, bn_eval=name.endswith("eval"))
     elif name == "gradual unfreezing":
         stages = [["fc"], ["fc", "layer3"], ["fc", "layer3", "layer2", "layer1", "conv1", "bn1"]]
         for i, trainable in enumerate(stages):
@@ -229,12 +234,12 @@ def run_strategy(name, backbone, x, y, steps, lr, g, seed):
                 getattr(model, part).requires_grad_(True)
             params = [p for p in model.parameters() if p.requires_grad]  # only what trains goes to the optimizer
             n = steps // 3 + (1 if i < steps % 3 else 0)
-            train(model, [{"params": params, "lr": lr * (10 if i == 0 else 1)}], x, y, n, g, bn_eval=True)
+            train(model, [{"params": params, "lr": lr * (10 if i == 0 else 1)}], x, y, n, batch, g, bn_eval=True)
     elif name == "discriminative LRs":
         depth = {"fc": 0, "layer3": 1, "layer2": 2, "layer1": 3, "conv1": 4, "bn1": 4}
         groups = [{"params": list(getattr(model, part).parameters()), "lr": 3 * lr * 0.3 ** d}
                   for part, d in depth.items()]  # head 3e-3, layer3 9e-4, layer2 2.7e-4, ...
-        train(model, groups, x, y, steps, g, bn_eval=True)
+        train(model, groups, x, y, steps, batch, g, bn_eval=True)
     return model
 
 
@@ -247,7 +252,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     seed_everything(args.seed)
     device = pick_device(args.device)
-    steps = 20 if args.smoke else args.steps
+    steps, batch = (24, 16) if args.smoke else (args.steps, 32)
     curve_shots = sorted(set(args.curve_shots))[:2] if args.smoke else sorted(set(args.curve_shots))
     n_test = 30 if args.smoke else 60  # test images per digit, the same for every run
     metrics = {}
@@ -257,17 +262,18 @@ def main(argv=None) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     x_all, y_all = coloured_digits(g)
     x_all, y_all = x_all.to(device), y_all.to(device)
-    train_idx, test_idx = split(y_all.cpu(), args.shots, n_test, g)
+    split_seed = args.seed + 1  # one shuffle for the table and the curve: the same test images everywhere
+    train_idx, test_idx = split(y_all.cpu(), args.shots, n_test, torch.Generator().manual_seed(split_seed))
     x, y, x_test, y_test = x_all[train_idx], y_all[train_idx], x_all[test_idx], y_all[test_idx]
     print(f"{len(x)} training images ({args.shots} per digit), {len(x_test)} test images; chance 10%; "
-          f"every strategy gets {steps} steps of 32")
+          f"every strategy gets {steps} steps of {batch}")
 
     section("2. The strategies, same budget")
     print(f"{'strategy':26s} {'test acc':>9s} {'time':>8s} {'trainable':>10s}")
     results = {}
     for name in STRATEGIES:
         t0 = time.perf_counter()
-        model = run_strategy(name, backbone, x, y, steps, args.lr, g, args.seed)
+        model = run_strategy(name, backbone, x, y, steps, batch, args.lr, g, args.seed)
         seconds = time.perf_counter() - t0
         acc = accuracy(model, x_test, y_test)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -285,12 +291,16 @@ def main(argv=None) -> dict:
     section("3. Where transfer pays most: accuracy against labelled images per digit")
     curve = {"transfer": [], "scratch": []}
     for shots in curve_shots:
-        tr, te = split(y_all.cpu(), shots, n_test, torch.Generator().manual_seed(args.seed + 1))
+        tr, te = split(y_all.cpu(), shots, n_test, torch.Generator().manual_seed(split_seed))  # te: the table's
         for kind, name in (("transfer", "discriminative LRs"), ("scratch", "scratch")):
-            model = run_strategy(name, backbone, x_all[tr], y_all[tr], steps, args.lr, g, args.seed)
+            if shots == args.shots:  # the same images, steps and strategy as the table: its runs are this point
+                curve[kind].append(results[name])
+                continue
+            model = run_strategy(name, backbone, x_all[tr], y_all[tr], steps, batch, args.lr, g, args.seed)
             curve[kind].append(accuracy(model, x_all[te], y_all[te]))
+        reused = "   (the table's runs)" if shots == args.shots else ""
         print(f"{shots:4d} per digit: transfer {curve['transfer'][-1]:6.1%}   scratch {curve['scratch'][-1]:6.1%}   "
-              f"gap {curve['transfer'][-1] - curve['scratch'][-1]:+.1%}")
+              f"gap {curve['transfer'][-1] - curve['scratch'][-1]:+.1%}{reused}")
         metrics[f"transfer_acc_{shots}_shots"] = curve["transfer"][-1]
         metrics[f"scratch_acc_{shots}_shots"] = curve["scratch"][-1]
     gaps = [t - s for t, s in zip(curve["transfer"], curve["scratch"])]

@@ -215,7 +215,8 @@ def main(argv=None) -> dict:
     for k in keys:
         print(f"  {k:14s} {cfg.get(k)}")
     feats = tm(torch.randn(1, 3, 64, 64))
-    print(f"num_classes=0 removes the head: output {tuple(feats.shape)} (features), tm.num_features = {tm.num_features}")
+    print(f"num_classes=0 removes the head: output {tuple(feats.shape)} (features), "
+          f"tm.num_features = {tm.num_features}")
     metrics.update(timm_models=len(timm_all), timm_pretrained_tags=len(timm_pre), timm_num_features=tm.num_features)
 
     section("6. Choosing a backbone for a budget")

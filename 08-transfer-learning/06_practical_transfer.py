@@ -135,6 +135,9 @@ def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) ->
             model = tiny_resnet().to(device)
             model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
             print(f"stand-in backbone loaded from {path} (sha256 checked)")
+            if "_smoke-" in path.name:
+                print(f"  01's short --smoke version: its features transfer far less than the full stand-in's; "
+                      f"`01_pretrained_models.py --standin-only --data-dir {data_dir}` makes that once (~10 s)")
             return model.eval()
     command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
                "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])
@@ -510,9 +513,11 @@ def main(argv=None) -> dict:
     if min(bal.values()) > 0.99:
         why = " (both runs are perfect on this test split: the task is too easy here to show the sampler's effect)."
     elif abs(gain) < 0.01:
-        why = f" (no difference on {len(test_idx)} test images, {int((y_test == minority).sum())} of the smallest class)."
+        n_minority = int((y_test == minority).sum())
+        why = f" (no difference on {len(test_idx)} test images, {n_minority} of the smallest class)."
     else:
-        why = f" (the smallest class's recall: {results['balanced'][2][minority] - results['plain'][2][minority]:+.1%})."
+        recall_change = results["balanced"][2][minority] - results["plain"][2][minority]
+        why = f" (the smallest class's recall: {recall_change:+.1%})."
     print(f"- Class-balanced sampling changed balanced accuracy by {gain:+.1%} in this run" + why)
     print("- Early stopping on the validation split kept the best epoch; best.pt + best.json are all --predict needs.")
     return metrics
