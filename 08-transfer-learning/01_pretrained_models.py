@@ -31,6 +31,7 @@ pickled object; the hub directory following TORCH_HOME.
 """
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import io
@@ -229,15 +230,27 @@ def standin_backbone(data_dir: Path, device, smoke: bool):
 # ---- end of the stand-in ----
 
 
-def load_imagenet(name: str, data_dir: Path, device):
-    """get_model with its DEFAULT weights, torch.hub pointed at <data_dir>/hub for the call (and put back)."""
-    weights = get_model_weights(name).DEFAULT
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(data_dir / "hub"))
+@contextlib.contextmanager
+def torch_home(path: Path):
+    """TORCH_HOME=path inside the block: torch.hub.get_dir() is then <path>/hub, so get_model(weights=...) finds or
+    downloads its file in <path>/hub/checkpoints; the old value is put back after. (torch.hub.set_dir would work too,
+    but for good: once it is called, torch.hub ignores TORCH_HOME for the rest of the process.)"""
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(Path(path).resolve())
     try:
-        model = get_model(name, weights=weights)  # downloads to <data_dir>/hub/checkpoints/<file> unless there
+        yield
     finally:
-        torch.hub.set_dir(previous)
+        if previous is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = previous
+
+
+def load_imagenet(name: str, data_dir: Path, device):
+    """get_model with its DEFAULT weights, cached in <data_dir>/hub/checkpoints."""
+    weights = get_model_weights(name).DEFAULT
+    with torch_home(data_dir):
+        model = get_model(name, weights=weights)  # downloads to <data_dir>/hub/checkpoints/<file> unless there
     return model.to(device).eval(), weights
 
 
@@ -379,16 +392,12 @@ def main(argv=None) -> dict:
     metrics.update(weights_only_refused_pickle=refused, hash_check_caught_corruption=caught)
 
     section("6. Where the cache lives")
-    saved_env = os.environ.get("TORCH_HOME")
     print(f"torch.hub.get_dir() = {torch.hub.get_dir()}  (files under <that>/checkpoints)")
-    os.environ["TORCH_HOME"] = str(args.data_dir.resolve() / "torch_home")
-    follows = torch.hub.get_dir() == str(args.data_dir.resolve() / "torch_home" / "hub")
-    print(f"with TORCH_HOME={os.environ['TORCH_HOME']}: {torch.hub.get_dir()}")
-    if saved_env is None:
-        os.environ.pop("TORCH_HOME")
-    else:
-        os.environ["TORCH_HOME"] = saved_env
-    print(f"this lesson passes torch.hub.set_dir({args.data_dir / 'hub'}) for its own download instead")
+    with torch_home(args.data_dir / "torch_home"):
+        follows = torch.hub.get_dir() == str((args.data_dir / "torch_home").resolve() / "hub")
+        print(f"with TORCH_HOME={os.environ['TORCH_HOME']}: {torch.hub.get_dir()}")
+    print(f"this lesson's own download (section 1) sets TORCH_HOME={args.data_dir} the same way, so the file is "
+          f"{args.data_dir / 'hub' / 'checkpoints'}/<name>-<sha256 prefix>.pth")
     metrics["hub_dir_follows_torch_home"] = int(follows)
 
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,

@@ -26,8 +26,10 @@ latency rank the same models; the best model under each budget.
 """
 
 import argparse
+import contextlib
 import fnmatch
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -85,6 +87,21 @@ def parse_args(argv):
     if args.resolution < 32 or args.repeats < 1:
         parser.error("--resolution must be >= 32 and --repeats >= 1")
     return args
+
+
+@contextlib.contextmanager
+def torch_home(path: Path):
+    """TORCH_HOME=path inside the block (torch.hub.get_dir() is then <path>/hub, so get_model(weights=...) uses
+    <path>/hub/checkpoints), put back after; torch.hub.set_dir instead would pin the folder for the whole process."""
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(Path(path).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = previous
 
 
 def sync(device: torch.device) -> None:
@@ -238,18 +255,15 @@ def main(argv=None) -> dict:
     cached = args.data_dir / "hub" / "checkpoints" / Path(weights.url).name
     loaded_params = 0
     if cached.is_file() or not (args.smoke or args.offline):
-        previous = torch.hub.get_dir()
-        torch.hub.set_dir(str(args.data_dir / "hub"))
         try:
-            model = get_model("resnet18", weights=weights)
+            with torch_home(args.data_dir):  # the file is <data_dir>/hub/checkpoints/<name>
+                model = get_model("resnet18", weights=weights)
             loaded_params = sum(p.numel() for p in model.parameters())
             print(f"loaded {weights} from {cached}: {loaded_params:,} parameters, meta says "
                   f"{weights.meta['num_params']:,}; file {cached.stat().st_size / 2**20:.1f} MB, meta says "
                   f"{weights.meta['_file_size']} MB")
         except Exception as err:
             print(f"resnet18 weights unavailable ({type(err).__name__}: {' '.join(str(err).split())[:70]}); skipped")
-        finally:
-            torch.hub.set_dir(previous)
     else:
         print(f"{cached} is not cached and --smoke/--offline forbids a download: skipped")
     metrics.update(loaded_weights=int(loaded_params > 0),

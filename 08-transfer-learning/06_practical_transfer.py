@@ -29,6 +29,7 @@ the confusion matrix; top-k probabilities for the predicted files.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -256,14 +257,28 @@ def build_model(meta: dict, num_classes: int) -> nn.Module:
     return get_model(meta["backbone"], weights=None, num_classes=num_classes)
 
 
+@contextlib.contextmanager
+def torch_home(path: Path):
+    """TORCH_HOME=path inside the block (torch.hub.get_dir() is then <path>/hub, so get_model(weights=...) uses
+    <path>/hub/checkpoints), put back after; torch.hub.set_dir instead would pin the folder for the whole process."""
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(Path(path).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = previous
+
+
 def load_backbone(args, device):
     """ImageNet resnet18 + weights.transforms() if it can be had (not --smoke/--offline), else the stand-in."""
     if not (args.smoke or args.offline):
         weights = get_model_weights(MODEL_NAME).DEFAULT
-        previous = torch.hub.get_dir()
-        torch.hub.set_dir(str(args.data_dir / "hub"))
         try:
-            model = get_model(MODEL_NAME, weights=weights)  # <data_dir>/hub/checkpoints/<file>, downloaded if absent
+            with torch_home(args.data_dir):
+                model = get_model(MODEL_NAME, weights=weights)  # <data_dir>/hub/checkpoints/<file>, fetched if absent
             tf = weights.transforms()
             print(f"backbone: {MODEL_NAME} with {weights}; preprocessing from weights.transforms(): resize "
                   f"{tf.resize_size[0]}, crop {tf.crop_size[0]}, mean {tf.mean}, std {tf.std}")
@@ -272,8 +287,6 @@ def load_backbone(args, device):
         except Exception as err:  # offline, or a broken download
             print(f"ImageNet weights unavailable ({type(err).__name__}: {' '.join(str(err).split())[:70]}); "
                   "using the stand-in backbone")
-        finally:
-            torch.hub.set_dir(previous)
     else:
         print(f"{'--smoke' if args.smoke else '--offline'}: no download; using the stand-in backbone")
     model = standin_backbone(args.data_dir, device, args.smoke)

@@ -48,6 +48,15 @@ def fake_torchvision_weights(data_dir, name: str = "resnet18"):
     return path
 
 
+def assert_hub_dir_not_pinned(tmp_path):
+    """After a lesson loaded real weights, torch.hub still follows TORCH_HOME: the lesson put its cache folder back
+    instead of pinning one with torch.hub.set_dir (which would leave TORCH_HOME ignored for the whole process)."""
+    home = tmp_path / "another_torch_home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        assert torch.hub.get_dir() == str(home / "hub"), "the lesson left torch.hub's folder pinned"
+
+
 def test_01_pretrained_models(run_lesson, standin_cache):
     m = run_lesson(PRETRAINED, "--data-dir", str(standin_cache))
     assert m["used_pretrained_weights"] == 0 and m["num_categories"] == 52 and m["standin_source_classes"] == 52
@@ -74,6 +83,8 @@ def test_01_pretrained_models_online_path(run_lesson, tmp_path):
     assert m["used_pretrained_weights"] == 1 and m["num_categories"] == 1000  # weights.meta["categories"]
     assert m["num_params"] == 11689512 and m["state_dict_entries"] == 122
     assert m["prob_sum_error"] < 1e-4 and m["missing_keys"] == 2 and m["reload_max_abs_diff"] < 1e-4
+    assert m["hub_dir_follows_torch_home"] == 1  # section 1's download did not pin torch.hub's folder
+    assert_hub_dir_not_pinned(tmp_path)
 
 
 def test_01_pretrained_models_recreates_a_corrupt_cache(run_lesson, standin_cache, tmp_path, capsys):
@@ -134,6 +145,7 @@ def test_05_model_zoo_checks_meta_against_a_cached_file(run_lesson, tmp_path):
     fake_torchvision_weights(tmp_path / "data")
     m = run_lesson(ZOO, "--data-dir", str(tmp_path / "data"))
     assert m["loaded_weights"] == 1 and m["loaded_params_match_meta"] == 1
+    assert_hub_dir_not_pinned(tmp_path)
 
 
 def test_06_practical_transfer(run_lesson, standin_cache, tmp_path):
@@ -161,6 +173,7 @@ def test_06_practical_transfer_online_path(run_lesson, tmp_path):
                    "--epochs", "1", smoke=False)
     assert m["used_pretrained_weights"] == 1 and m["num_classes"] == 2 and m["num_images"] == 6
     assert m["predict_reload_max_abs_diff"] < 1e-4
+    assert_hub_dir_not_pinned(tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["empty", "class_without_images", "unreadable_image", "missing_checkpoint"])
