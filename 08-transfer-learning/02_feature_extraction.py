@@ -27,8 +27,8 @@ digits forming clusters in the PCA plot.
 """
 
 import argparse
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import os
 import random

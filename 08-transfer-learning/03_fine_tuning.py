@@ -25,9 +25,9 @@ What to look for: every transfer row far above scratch at 20 images per digit; t
 """
 
 import argparse
-import importlib.util
 import copy
 import hashlib
+import importlib.util
 import json
 import random
 import subprocess

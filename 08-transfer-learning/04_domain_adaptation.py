@@ -34,8 +34,8 @@ the domain probe falling towards 50% after DANN; the two clouds overlapping more
 """
 
 import argparse
-import importlib.util
 import copy
+import importlib.util
 import json
 import math
 import random

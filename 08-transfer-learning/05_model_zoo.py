@@ -27,7 +27,6 @@ latency rank the same models; the best model under each budget.
 
 import argparse
 import contextlib
-import fnmatch
 import json
 import os
 import random

@@ -40,7 +40,6 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn as nn
@@ -50,8 +49,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.data import WeightedRandomSampler
 from torchvision.models import get_model, get_model_weights
-from torchvision.transforms import v2
 from torchvision.models.resnet import BasicBlock
+from torchvision.transforms import v2
 
 MODEL_NAME = "resnet18"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -145,4 +145,23 @@ def test_03_mixed_precision_default_run(run_lesson):
     assert m["fp32_test_acc"] > 0.9 and m["max_acc_diff_vs_fp32"] <= m["acc_noise_2se"], "same accuracy within noise"
     assert m["zero_act_grads_fp16"] > 0 and m["zero_act_grads_fp16_accum"] > m["zero_act_grads_fp16"], \
         "fp16 without scaling loses small gradients, more of them when the loss is divided for accumulation"
-    assert m["zero_act_grads_fp16_gradscaler"] == 0 == m["zero_act_grads_fp16_gradscaler_accum"], "the scaler saves them"
+    assert m["zero_act_grads_fp16_gradscaler"] == 0 == m["zero_act_grads_fp16_gradscaler_accum"], \
+        "the scaler saves them"
+
+
+@pytest.mark.parametrize("name", ["01_custom_architectures", "02_model_ensembles", "03_mixed_precision",
+                                  "04_distributed_basics", "05_pytorch_lightning", "06_onnx_export"])
+def test_real_digits_are_load_digits(name):
+    """01-06 read scikit-learn's digits file directly (importing sklearn costs 0.7 s per process): the same data,
+    and load_digits itself when the file is not where it is expected."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    lesson = load_script(REPO / "09-custom-models" / f"{name}.py", f"m09_digits_{name[:2]}")
+    images, labels = lesson.real_digits()
+    assert images.shape == (1797, 8, 8) and torch.equal(images, torch.tensor(digits.images, dtype=torch.float32))
+    assert labels.dtype == torch.long and torch.equal(labels, torch.tensor(digits.target))
+    with pytest.MonkeyPatch.context() as mp:  # the fallback: no such file inside the installed package
+        mp.setattr(lesson.importlib.util, "find_spec", lambda name: None)
+        fallback_images, fallback_labels = lesson.real_digits()
+    assert torch.equal(fallback_images, images) and torch.equal(fallback_labels, labels)
