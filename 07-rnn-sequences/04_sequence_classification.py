@@ -430,7 +430,7 @@ def main(argv=None) -> dict:
     texts = args.predict or list(DEMO)
     enc_p = [encode(tokenize(t), vocab, args.max_len) for t in texts]
     pl, pb = predict_proba(lstm, enc_p, device), predict_proba(bow, enc_p, device)
-    for t, a, b, e in zip(texts, pl, pb, enc_p):
+    for t, a, b in zip(texts, pl, pb):
         unknown = [w for w in tokenize(t) if w not in vocab]
         note = f"  (<unk>: {', '.join(unknown)})" if unknown else ""
         print(f"  {t!r}: LSTM P(pos) {a[1]:.3f}, P(neg) {a[0]:.3f} | bag of words P(pos) {b[1]:.3f}{note}")

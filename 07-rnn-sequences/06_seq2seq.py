@@ -81,7 +81,8 @@ def parse_args(argv):
                         help="where metrics.json is written")
     parser.add_argument("--steps", type=int, default=1000, help="training steps of the main model")
     parser.add_argument("--batch-size", type=int, default=64, help="dates per step")
-    parser.add_argument("--hidden", type=int, default=128, help="decoder GRU hidden size (the bidirectional encoder has half per direction)")
+    parser.add_argument("--hidden", type=int, default=128,
+                        help="decoder GRU hidden size (the bidirectional encoder has half per direction)")
     parser.add_argument("--embed", type=int, default=32, help="character embedding size")
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate")
     parser.add_argument("--teacher-forcing", type=float, default=0.5,

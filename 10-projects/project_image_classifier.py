@@ -587,7 +587,7 @@ def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_di
     present = cm.sum(1) > 0
     acc = float((y_true == y_pred).mean())
     balanced = float(prf[present, 1].mean())
-    from sklearn.metrics import precision_recall_fscore_support   # an independent implementation to agree with
+    from sklearn.metrics import precision_recall_fscore_support  # an independent implementation to agree with
 
     sk = np.stack(precision_recall_fscore_support(y_true, y_pred, labels=range(k), zero_division=0)[:3], 1)
     sk_diff = float(np.abs(sk - prf).max())

@@ -34,7 +34,6 @@ predict. On a GPU the LSTM trains there (cuDNN); mixed precision does not pay fo
 import argparse
 import csv
 import json
-import math
 import os
 import random
 import re

@@ -149,8 +149,9 @@ def run_lesson(request, tmp_path, device, smoke_metrics_dir):
     """Run a lesson in-process with --smoke (network blocked, global state restored) and return its metrics.
 
     The metrics are also checked against metrics.json. Usage: `m = run_lesson("01-pytorch-basics/03_tensor_basics.py")`.
-    A test's first call, if plain (no extra flags, seed 0, on the cpu), also records the metrics, so that test_determinism.py needs one
-    rerun, not two runs, to prove the same seed gives the same numbers. Wall time is recorded, never asserted.
+    A test's first call, if plain (no extra flags, seed 0, on the cpu), also records the metrics, so that
+    test_determinism.py needs one rerun, not two runs, to prove the same seed gives the same numbers. Wall time is
+    recorded, never asserted.
     """
 
     fresh = {"workdir": True}  # later calls in one test share its working dir (caches a first call left behind)

@@ -84,7 +84,8 @@ def check_discriminative_param_groups(fn):
     model = _Backbone()
     model.conv1.requires_grad_(False)  # partly frozen, as in gradual unfreezing
     groups = fn(model, 1e-3)
-    assert isinstance(groups, list) and len(groups) == 2, f"expected a list of 2 parameter groups, got {describe(groups)}"
+    assert isinstance(groups, list) and len(groups) == 2, \
+        f"expected a list of 2 parameter groups, got {describe(groups)}"
     backbone, head = ({id(p) for p in g["params"]} for g in groups)
     exp_backbone = {id(p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("fc.")}
     exp_head = {id(p) for p in model.fc.parameters()}
@@ -135,7 +136,8 @@ def check_recompute_bn_stats(fn):
         for _ in range(5):
             model(torch.randn(16, 3, 6, 6))  # "source" statistics: mean 0
     batches = [torch.randn(16, 3, 6, 6) * 2 + 3 for _ in range(3)]  # the new domain: mean 3, std 2
-    weights_before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    weights_before = {k: v.clone() for k, v in model.state_dict().items()
+                      if "running" not in k and "num_batches" not in k}
     out = fn(model, batches)
     assert out is model, f"expected the same model back, got {describe(out)}"
     assert not model.training, "expected the model returned in eval mode"

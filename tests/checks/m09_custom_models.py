@@ -17,7 +17,8 @@ def check_residual_block(fn):
     block = fn(6)
     assert isinstance(block, nn.Module), f"expected an nn.Module, got {describe(block)}"
     body = getattr(block, "body", None)
-    assert isinstance(body, nn.Sequential), f"expected the block's attribute `body` to be an nn.Sequential, got {body!r}"
+    assert isinstance(body, nn.Sequential), \
+        f"expected the block's attribute `body` to be an nn.Sequential, got {body!r}"
     kinds = [type(m).__name__ for m in body]
     expected_kinds = ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
     assert kinds == expected_kinds, f"expected body layers {expected_kinds}, got {kinds}"
@@ -215,7 +216,8 @@ def check_lightning_classifier(fn):
         f"{describe(loss)}"
     )
     expected = F.cross_entropy(net(x), y)
-    assert abs(loss.item() - expected.item()) < 1e-5, f"expected the cross-entropy {expected.item():.5f}, got {loss.item():.5f}"
+    assert abs(loss.item() - expected.item()) < 1e-5, \
+        f"expected the cross-entropy {expected.item():.5f}, got {loss.item():.5f}"
     assert loss.requires_grad, "expected the returned loss to carry gradients (do not .item() or detach it)"
     assert "train_loss" in logged, f"expected self.log('train_loss', loss), logged {sorted(logged)}"
     config = module.configure_optimizers()
@@ -295,7 +297,8 @@ def _expect_error(fn, args, kinds, word: str, what: str) -> None:
         )
         return
     except Exception as err:
-        raise AssertionError(f"{what}: expected {kinds[0].__name__}, got {type(err).__name__}: {str(err)[:120]}") from None
+        got = f"{type(err).__name__}: {str(err)[:120]}"
+        raise AssertionError(f"{what}: expected {kinds[0].__name__}, got {got}") from None
     raise AssertionError(f"{what}: expected {kinds[0].__name__}, but the call returned without an error")
 
 
