@@ -3,7 +3,7 @@
 Sections:
 1. The data: an ImageFolder (root/<class>/<image>). Point --images at your own photos in that layout; by default
    the lesson writes a small demo set under --data-dir: crops of three real photos (scikit-learn's sample images
-   china.jpg and flower.jpg, matplotlib's grace_hopper.jpg), four classes, deliberately imbalanced. Every file is
+   china.jpg and flower.jpg, matplotlib's grace_hopper.jpg), one class per photo, deliberately imbalanced. Every file is
    checked first: an empty folder, a class folder without images or an unreadable image stops the lesson with one
    clear line (exit 1).
 2. A stratified train/val/test split (each class split in the same proportions), the backbone and its
