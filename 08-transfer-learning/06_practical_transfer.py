@@ -31,6 +31,7 @@ the confusion matrix; top-k probabilities for the predicted files.
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -158,15 +159,27 @@ def colourise(ink: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (bg + (fg - bg) * ink + 0.05 * torch.randn(n, 3, s, s, generator=g)).clamp(0, 1)
 
 
+def sklearn_photo(name: str) -> np.ndarray:
+    """One of the two photos scikit-learn ships (china.jpg, flower.jpg), as load_sample_images() returns it:
+    (H, W, 3) uint8, read from its file with PIL as scikit-learn does, without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "images" / name if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_sample_images
+
+        images = load_sample_images()
+        return next(im for f, im in zip(images.filenames, images.images) if Path(f).name == name)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def demo_dataset(data_dir: Path, smoke: bool) -> Path:
     """Writes (once) <data_dir>/demo_photos[_smoke]/<class>/<n>.jpg: 64x64 crops of three real photos, imbalanced
     on purpose. Written into a temporary folder first and renamed: never half-written."""
-    from sklearn.datasets import load_sample_images
-
     root = Path(data_dir) / ("demo_photos_smoke" if smoke else "demo_photos")
     if root.is_dir():
         return root
-    photos = dict(zip(("temple", "flower"), load_sample_images().images))  # china.jpg, flower.jpg (427x640)
+    photos = {"temple": sklearn_photo("china.jpg"), "flower": sklearn_photo("flower.jpg")}  # 427x640 each
     photos["grace_hopper"] = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
     counts = {"temple": 24, "grace_hopper": 12, "flower": 6} if smoke else {"temple": 90, "grace_hopper": 45,
                                                                             "flower": 14}

@@ -39,6 +39,7 @@ predictions; the ONNX check's max difference; the three commands printed at the 
 import argparse
 import csv
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -720,19 +721,32 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
 # ------------------------------------------------------------------------------------------------------------- demo
 
 
+def sklearn_photo(name: str) -> torch.Tensor:
+    """One of the two photos scikit-learn ships (china.jpg, flower.jpg: 427x640) as (3, H, W) uint8: the pixels
+    load_sample_images() returns, decoded by torchvision straight from the file, without importing sklearn.datasets."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "images" / name if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_sample_images
+
+        images = load_sample_images()
+        photo = next(im for f, im in zip(images.filenames, images.images) if Path(f).name == name)
+        return torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+    return decode_image(str(path), mode=ImageReadMode.RGB)
+
+
 def write_demo_dataset(root: Path, counts: dict, side: int, seed: int) -> None:
     """Crops of real photos that installed packages ship, as root/<photo>/<n>.jpg, in the ImageFolder layout.
     Random square crops (a fifth to half of the photo's short side, anywhere in it), resized to side x side."""
     from matplotlib.cbook import get_sample_data
-    from sklearn.datasets import load_sample_images
 
     photos = {
         "blue_pack": decode_image(str(get_sample_data("Minduka_Present_Blue_Pack.png", asfileobj=False)),
                                   mode=ImageReadMode.RGB),
         "grace_hopper": decode_image(str(get_sample_data("grace_hopper.jpg", asfileobj=False)),
                                      mode=ImageReadMode.RGB),
-        **{Path(n).stem: torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous()
-           for n, im in zip(load_sample_images().filenames, load_sample_images().images)},   # china, flower
+        "china": sklearn_photo("china.jpg"),
+        "flower": sklearn_photo("flower.jpg"),
     }
     rng = np.random.default_rng(seed)
     resize = v2.Resize((side, side), antialias=True)

@@ -21,7 +21,8 @@ for what an earlier lesson would have cached (08/02, 03 and 06 run 01 to make th
 
 Budgets:
 
-    smoke run of a lesson or project   <= 5 s     (one idle core)
+    smoke run of a lesson              <= 5 s     (one idle core)
+    smoke run of a project             <= 10 s    (one idle core: train, evaluate, predict and checkpoints in one run)
     default offline run of a lesson    <= 60 s    (2 idle cores)
     default run of a project (demo)    <= 180 s   (2 idle cores)
     the README's test command          <= 300 s   (2 cores)
@@ -50,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import REPO, built_lessons, subprocess_env  # noqa: E402
 
-BUDGETS_S = {"smoke": 5.0, "default": 60.0, "project-default": 180.0, "suite": 300.0}
-THREADS = {"smoke": 1, "default": 2, "project-default": 2, "suite": None}
+BUDGETS_S = {"smoke": 5.0, "project-smoke": 10.0, "default": 60.0, "project-default": 180.0, "suite": 300.0}
+THREADS = {"smoke": 1, "project-smoke": 1, "default": 2, "project-default": 2, "suite": None}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -112,7 +113,7 @@ def time_script(path: str, kind: str, timeout: float, workdir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="benchmark-out-") as out:
         out_dir = Path(out) / "out"
         flags = ["--device", "cpu", "--seed", "0", "--out-dir", str(out_dir)]
-        if kind == "smoke":
+        if kind.endswith("smoke"):
             flags.append("--smoke")
         wall, code, tail = time_run([sys.executable, str(REPO / path), *flags], workdir,
                                     subprocess_env(threads=threads), timeout)
@@ -216,7 +217,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
         for kind in kinds:
             for path in chosen:
-                this_kind = "project-default" if kind == "default" and path.startswith("10-projects/") else kind
+                this_kind = f"project-{kind}" if path.startswith("10-projects/") else kind
                 workdir = Path(tmp) / kind / (path if args.isolated else path.split("/")[0])
                 row = time_script(path, this_kind, args.timeout, workdir)
                 rows.append(row)

@@ -145,7 +145,8 @@ def test_benchmark_times_lessons_and_writes_its_json(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "budgets_s", "threads", "runs"}
-    assert result["budgets_s"] == {"smoke": 5.0, "default": 60.0, "project-default": 180.0, "suite": 300.0}
+    assert result["budgets_s"] == {"smoke": 5.0, "project-smoke": 10.0, "default": 60.0, "project-default": 180.0,
+                                   "suite": 300.0}
     assert result["machine"]["cpu_count"] >= 1 and isinstance(result["machine"]["import_torch_s"], float)
     runs = result["runs"]
     assert [r["script"] for r in runs] == lessons and all(r["kind"] == "smoke" for r in runs)
