@@ -335,7 +335,8 @@ def run(args, device) -> dict:
 
     section("4. Callbacks: ModelCheckpoint, LearningRateMonitor, EarlyStopping")
     print(f"ModelCheckpoint kept {Path(checkpoint.best_model_path).name} "
-          f"(best val_acc {float(checkpoint.best_model_score):.4f}); LearningRateMonitor logged lr-SGD (section 5)")
+          f"(best val_acc {float(checkpoint.best_model_score):.4f}); LearningRateMonitor logged lr-SGD "
+          "(read back in section 6)")
     early = EarlyStopping(monitor="val_loss", mode="min", patience=2, min_delta=0.005)
     max_early = 10 if args.smoke else 40
     # three times the learning rate: the validation loss bottoms out within a few epochs, so the callback has work

@@ -18,7 +18,7 @@ Run it:
 
 Takes about 8 seconds on an idle 2-core CPU, and --smoke still about 7 s: importing onnxscript and the first
 torch.export trace cost seconds each, and the lesson exports three times. Offline; everything is written
-under --out-dir. What to look for: ORT == eager to ~1e-7, onnxruntime several times faster than eager at batch 1
+under --out-dir. What to look for: ORT == eager to a few 1e-6, onnxruntime several times faster than eager at batch 1
 (eager pays Python and dispatch overhead per layer), the int8 file about 3x smaller with the accuracy nearly
 unchanged, and the three pitfalls' errors and mismatches.
 """

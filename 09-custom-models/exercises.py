@@ -131,8 +131,8 @@ def average_gradients(model: nn.Module) -> None:
 
     Hint: for p in model.parameters(): if p.grad is not None: dist.all_reduce(p.grad, op=dist.ReduceOp.SUM);
     p.grad /= dist.get_world_size(). Call them as dist.all_reduce / dist.get_world_size (the check simulates a
-    second rank through them). Without the division, the step is world_size times too large; gloo has no AVG
-    reduction, hence SUM then divide.
+    second rank through them). Without the division, the step is world_size times too large. SUM then divide is
+    the portable form: ReduceOp.AVG exists on NCCL and on current gloo, but not on every backend and version.
     """
     raise NotImplementedError("Exercise 6: average_gradients")
 

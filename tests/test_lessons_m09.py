@@ -38,7 +38,6 @@ def test_01_custom_architectures(run_lesson):
     assert m["partial_shape_mismatch_keys"] == 2 and m["strict_false_size_mismatch_raised"] == 1
     assert m["parity_transfer_test_acc"] > 0.7  # chance is 50%
     assert m["compiled_max_abs_diff"] < 1e-4 and m["compile_backend_code"] == 2  # aot_eager in --smoke
-    assert m["compile_s"] > 0 and m["compile_speedup"] > 0
 
 
 def test_01_partial_load_reports_exact_keys():
@@ -67,8 +66,10 @@ def test_02_model_ensembles(run_lesson, device):
     m = run_lesson(ENSEMBLES)
     for name in ("independent", "bagging", "snapshot"):
         assert m[f"{name}_ensemble_test_acc"] > 0.8, name  # chance is 10%
+        # a classifier above 80% with softmax probabilities is roughly calibrated: a broken ECE (unweighted bins,
+        # the true class's probability) or confidences from the wrong axis land far above this
         for which in ("best_member", "ensemble"):
-            assert 0.0 <= m[f"{name}_{which}_test_ece"] <= 1.0
+            assert m[f"{name}_{which}_test_ece"] < 0.1, (name, which)
     # the ensemble of independently trained members beats its best member (chosen on validation) on NLL
     assert m["independent_ensemble_test_nll"] < m["independent_best_member_test_nll"]
     for name in ("independent", "bagging", "snapshot"):  # -log is convex: averaged probs never lose to the mean
@@ -78,9 +79,10 @@ def test_02_model_ensembles(run_lesson, device):
     assert m["independent_vote_test_acc"] > 0.8 and m["independent_logits_avg_test_acc"] > 0.8
     # vmap over stacked weights computes what the Python loop computes (TF32 is off for fp32 matmuls by default)
     assert m["vmap_vs_loop_max_abs_diff"] < 1e-5
-    assert m["vmap_32_batch1_speedup"] > 0
-    # SWA: one model; update_bn gives its BatchNorm statistics that match its averaged weights
+    # SWA: one model; update_bn recomputes its BatchNorm statistics (AveragedModel copied them from the start model
+    # and never updates them), so they must move
     assert m["swa_test_acc"] > 0.8 and m["swa_test_nll"] < 1.0
+    assert m["swa_update_bn_max_stat_change"] > 1e-3
 
 
 def test_02_ece_by_hand():
@@ -119,7 +121,6 @@ def test_03_mixed_precision(run_lesson, device):
     tf32_row = int(device == "cuda")  # bf16 rows need native bf16 (Ampere+): a T4 skips them
     assert m["table_rows"] == 1 + tf32_row + 2 * m["bf16_available"] + m["fp16_available"]
     assert m["max_acc_diff_vs_fp32"] <= max(m["acc_noise_2se"], 0.1)
-    assert m["fp32_step_ms"] > 0 and m["fp32_vs_fp32_speedup"] == 1.0
     # fp16 without loss scaling flushes small gradients to zero; the scaler keeps (almost) all of them
     if m["fp16_available"]:
         assert m["zero_act_grads_fp16_accum"] >= m["zero_act_grads_fp16"] >= 1
@@ -127,6 +128,10 @@ def test_03_mixed_precision(run_lesson, device):
         assert m["act_grads_below_fp16_min_accum"] > m["act_grads_below_fp16_min"]
     if m["bf16_available"]:
         assert m["zero_act_grads_bf16_accum"] < 0.01 * m["nonzero_act_grads_fp32"]  # fp32's range: no underflow
+        # bf16's zeroed parameter gradients are lost precision, not underflow: none is below bf16's smallest normal
+        assert m["zero_param_grads_bf16_below_bf16_min"] == 0
+        if m["zero_param_grads_bf16"]:
+            assert m["zero_param_grads_bf16_max_rel_to_tensor"] < 2**-8
 
 
 def test_03_tf32_rounding_by_hand():

@@ -5,7 +5,7 @@ cache and shared by every run in the session: this file's smoke run, the determi
 and proves it is registered, opchecked, gradchecked, rejects bad input with a clear sentence and compiles to one
 graph. `pytest --device cuda` runs the same on the CUDA kernels.
 
-The nvcc check compiles the CUDA source even with no GPU (about 2 minutes cold on a 2-core machine). It is opt-in,
+The nvcc check compiles the CUDA source even with no GPU (about 80 s cold on a busy 2-core machine). It is opt-in,
 so that learners do not pay for it: .ci/run runs it as its own step,
     COURSE_NVCC_CHECK=1 .venv/bin/python -m pytest tests/test_lessons_m09_cuda.py -k nvcc
 and it fails there (instead of skipping) if nvcc cannot be found.
@@ -64,12 +64,28 @@ def test_07_cuda_integration(run_lesson, device, built_op):
     assert m["bad_inputs_tried"] >= 5 and m["bad_inputs_rejected_clearly"] == m["bad_inputs_tried"]
     assert m["compiled_max_abs_diff"] < 1e-5, "torch.compile(fullgraph=True) must give eager's loss and gradients"
     assert "op_fwd_bwd_ms" in m and "eager_fwd_bwd_ms" in m, "the op must be timed against the eager chain"
+    # the benchmark's own size, and a shape that runs every loop of the kernels (on a CPU: several parallel_for
+    # chunks; on a GPU: grid-stride steps, the forward's column wrap, multi-row backward tiles)
+    assert m["bench_fwd_max_abs_diff"] < 1e-5 and m["bench_grad_x_max_abs_diff"] < 1e-4
+    assert m["large_float32_fwd_max_abs_diff"] < 1e-5 and m["large_float32_grad_x_max_abs_diff"] < 1e-4
+    assert m["large_float32_grad_bias_max_rel_diff"] < 1e-5
+    if device == "cpu":
+        assert m["large_cpu_chunks"] >= 2, "the large check must split the rows across parallel_for chunks"
     if device == "cuda":
         assert m["cuda_op_built"] == 1, "with a GPU the CUDA kernels must build (nvcc) and run"
         assert m["float16_max_abs_diff"] < 2e-2 and m["bfloat16_max_abs_diff"] < 1e-1
         # computing in float and rounding once is at least as accurate as the eager low-precision chain
         assert m["float16_max_abs_diff"] <= m["float16_eager_max_abs_diff"] + 1e-3
         assert "op_vs_elementwise_speedup" in m and "compiled_fwd_bwd_ms" in m
+        for short in ("float32", "float16", "bfloat16", "float32_odd_width"):
+            assert m[f"large_{short}_grid_steps"] >= 2 and m[f"large_{short}_rows_per_tile"] >= 2, short
+        assert m["large_float32_odd_width_fwd_max_abs_diff"] < 1e-5
+        assert m["large_float32_odd_width_grad_x_max_abs_diff"] < 1e-4
+        assert m["large_float32_odd_width_grad_bias_max_rel_diff"] < 1e-5
+        # one rounding of float math: half an ulp of outputs up to ~8 (float16: 2^-8, bfloat16: 2^-5), with room
+        for short, tol, rel in (("float16", 1e-2, 5e-3), ("bfloat16", 6e-2, 2e-2)):
+            assert m[f"large_{short}_fwd_max_abs_diff"] < tol and m[f"large_{short}_grad_x_max_abs_diff"] < tol
+            assert m[f"large_{short}_grad_bias_max_rel_diff"] < rel
 
 
 @needs_compiler
@@ -87,8 +103,10 @@ def test_07_cuda_build_never_still_runs_the_cpu_op(run_lesson, device, built_op)
         (lambda: (torch.ones(4, 8, dtype=torch.long), torch.ones(8, dtype=torch.long)), "expected float64, float32"),
         (lambda: (torch.randn(4, 8), torch.randn(8, dtype=torch.float64)), "x is Float but bias is Double"),
         (lambda: (torch.randn(4, 8), torch.randn(2, 4)), "bias must be 1-D"),
+        (lambda: (torch.randn(4, 8).to(torch.float8_e4m3fn), torch.randn(8).to(torch.float8_e4m3fn)),
+         "expected float64, float32, float16 or bfloat16 tensors, got Float8_e4m3fn"),
     ],
-    ids=["wrong-length", "non-contiguous", "integer", "mixed-dtypes", "2d-bias"],
+    ids=["wrong-length", "non-contiguous", "integer", "mixed-dtypes", "2d-bias", "float8"],
 )
 def test_07_bad_inputs_get_a_clear_message(built_op, make, message):
     x, bias = make()
@@ -146,8 +164,52 @@ esac
     assert found["release"] == "Cuda compilation tools, release 13.0, V13.0.88"
 
 
+def test_07_default_cuda_folders_prefer_torchs_version_then_the_newest(lesson, tmp_path):
+    """Without a /usr/local/cuda link, the toolkit matching torch's CUDA comes first, and versions compare as
+    numbers (12.10 is newer than 12.4; cuda-11.8 sorts after cuda-13.0)."""
+    for name in ("cuda-11.8", "cuda-12.4", "cuda-12.10", "cuda-13.0"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "cuda-notes.txt").write_text("a file, not a toolkit")
+    order = [Path(p).name for p in lesson.default_cuda_folders(str(tmp_path), torch_cuda="12.4")]
+    assert order == ["cuda-12.4", "cuda-13.0", "cuda-12.10", "cuda-11.8"]
+    order = [Path(p).name for p in lesson.default_cuda_folders(str(tmp_path), torch_cuda="12.6")]  # no match
+    assert order == ["cuda-13.0", "cuda-12.10", "cuda-12.4", "cuda-11.8"]
+    (tmp_path / "cuda").symlink_to(tmp_path / "cuda-12.4")  # the installer's default, second after torch's match
+    order = [Path(p).name for p in lesson.default_cuda_folders(str(tmp_path), torch_cuda="13.0")]
+    assert order == ["cuda-13.0", "cuda", "cuda-12.10", "cuda-12.4", "cuda-11.8"]
+
+
+def test_07_wheel_toolkit_gets_a_cudart_link(lesson, tmp_path, monkeypatch):
+    """The nvidia wheels ship libcudart.so.13 only, and torch links with -lcudart: the lesson adds a folder holding
+    a libcudart.so link to it; a full toolkit (with libcudart.so) needs nothing."""
+    wheel = tmp_path / "site" / "nvidia" / "cu13"
+    (wheel / "lib").mkdir(parents=True)
+    (wheel / "lib" / "libcudart.so.13").write_bytes(b"")
+    monkeypatch.setattr(lesson, "pip_cuda_dirs", lambda kind: [wheel / kind] if kind == "lib" else [])
+    build = tmp_path / "build"
+    build.mkdir()
+    flags = lesson.cudart_ldflags(str(wheel), build)
+    assert flags == [f"-L{build / 'cudart_link'}"]
+    assert (build / "cudart_link" / "libcudart.so").resolve() == (wheel / "lib" / "libcudart.so.13").resolve()
+    assert lesson.cudart_ldflags(str(wheel), build) == flags, "a second build replaces the link"
+    toolkit = tmp_path / "cuda-13.0"
+    (toolkit / "lib64").mkdir(parents=True)
+    (toolkit / "lib64" / "libcudart.so").write_bytes(b"")
+    assert lesson.cudart_ldflags(str(toolkit), build) == []
+
+
+def test_07_build_dir_that_is_a_file_is_a_usage_error(lesson, tmp_path, capsys):
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("")
+    for build_dir in (afile, afile / "below"):
+        with pytest.raises(SystemExit) as stop:
+            lesson.parse_args(["--build-dir", str(build_dir)])
+        assert stop.value.code == 2
+        assert "is a file, not a folder" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.environ.get("COURSE_NVCC_CHECK") != "1" and not torch.cuda.is_available(),
-                    reason="opt-in, about 2 minutes: COURSE_NVCC_CHECK=1 pytest tests/test_lessons_m09_cuda.py -k nvcc")
+                    reason="opt-in, about 80 s: COURSE_NVCC_CHECK=1 pytest tests/test_lessons_m09_cuda.py -k nvcc")
 def test_07_cuda_source_compiles_with_nvcc(run_lesson_subprocess):
     """nvcc compiles the lesson's .cu source, with no GPU if need be: the three traps (the wrapper's CUDA_HOME, no
     TORCH_CUDA_ARCH_LIST without a GPU, cusparse.h only in pip's nvidia/cu13/include) are the lesson's to solve."""

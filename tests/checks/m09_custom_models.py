@@ -26,6 +26,10 @@ def check_residual_block(fn):
         assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (6, 6, (3, 3), (1, 1)), (
             f"expected Conv2d(6, 6, 3, padding=1), got {conv}"
         )
+        assert conv.bias is None, (
+            f"expected Conv2d(..., bias=False), got {conv}: the BatchNorm after it subtracts the mean and adds its own "
+            "bias, so a conv bias is a wasted parameter"
+        )
     block.eval()  # running statistics: a deterministic function to compare against
     for bn in (body[1], body[4]):
         bn.running_mean.uniform_(-0.5, 0.5)
@@ -143,11 +147,12 @@ def check_amp_training_step(fn):
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0, growth_interval=1)
     seen = []
     hook = model[0].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
-    losses = []
+    losses, ref_losses = [], []
     for _ in range(2):  # two steps: stale gradients from the first would change the second
         losses.append(fn(model, x, y, opt, scaler, "cpu", torch.bfloat16))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             ref_loss = F.cross_entropy(reference(x), y)
+        ref_losses.append(ref_loss.item())
         ref_opt.zero_grad()
         ref_loss.backward()  # unscaled: scaling by a power of two and unscaling is exact
         ref_opt.step()
@@ -157,6 +162,12 @@ def check_amp_training_step(fn):
         f"got {seen}"
     )
     assert isinstance(losses[0], float), f"expected the loss as a Python float, got {describe(losses[0])}"
+    for step, (got, want) in enumerate(zip(losses, ref_losses), 1):
+        # the scale is 4 then 8 here, so a scaled loss is off by 4x or 8x
+        assert abs(got - want) < 1e-5, (
+            f"step {step}: expected the unscaled cross-entropy {want:.5f}, got {got:.5f} (return loss.item(), not "
+            "scaler.scale(loss).item(), which is multiplied by the scale: 4, then 8, here)"
+        )
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         assert_close(p.detach(), q.detach(), f"after two steps, parameter {name} (expected scaler.step(optimizer) "
                      "with unscaled gradients, cleared before each backward)", atol=1e-5)

@@ -29,6 +29,13 @@ class _ReluBeforeAdd(_Residual):
         return F.relu(self.body(x)) + x
 
 
+class _BiasedConvs(_Residual):
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.body[0] = nn.Conv2d(channels, channels, 3, padding=1)  # bias=True by default
+        self.body[3] = nn.Conv2d(channels, channels, 3, padding=1)
+
+
 class _NoSkip(_Residual):
     def forward(self, x):
         return F.relu(self.body(x))
@@ -40,6 +47,10 @@ def residual_block(channels):
 
 def residual_block__relu_before_add(channels):
     return _ReluBeforeAdd(channels)
+
+
+def residual_block__biased_convs(channels):
+    return _BiasedConvs(channels)
 
 
 def residual_block__forgot_skip(channels):
@@ -164,6 +175,18 @@ def amp_training_step__optimizer_step_on_scaled_grads(model, x, y, optimizer, sc
     scaler.scale(loss).backward()
     optimizer.step()  # gradients still multiplied by the scale
     return loss.item()
+
+
+def amp_training_step__returned_scaled_loss(model, x, y, optimizer, scaler, device_type="cpu",
+                                            dtype=torch.bfloat16):
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=dtype):
+        loss = F.cross_entropy(model(x), y)
+    scaled = scaler.scale(loss)
+    scaled.backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaled.item()  # the loss times the scale
 
 
 def amp_training_step__forgot_update(model, x, y, optimizer, scaler, device_type="cpu", dtype=torch.bfloat16):
