@@ -33,6 +33,7 @@ predict. On a GPU the LSTM trains there (cuDNN); mixed precision does not pay fo
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import random
@@ -51,7 +52,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm import tqdm
 
 PROJECT = "project_sentiment_analysis"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: config.json holds the SHA-256 of vocab.json and of each weights file
 PAD, UNK = "<pad>", "<unk>"
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
 MODELS = ("lstm", "bow")
@@ -85,10 +86,17 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------------- text
@@ -127,7 +135,7 @@ def pad_batch(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.
 
 def read_csv(path: Path) -> tuple[list[str], list[str]]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: Excel's "CSV UTF-8" starts with a BOM
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ProjectError(f"{path} is not a readable UTF-8 CSV file ({err.__class__.__name__})") from None
@@ -258,33 +266,52 @@ def predict_proba(model: nn.Module, seqs, device, max_len: int, batch_size: int 
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
+CONFIG_KEYS = {"project": str, "format_version": int, "data": str, "classes": list, "vocab_size": int,
+               "embed_dim": int, "hidden": int, "max_len": int, "n_train": int, "n_val": int, "vocab_sha256": str,
+               "weights_sha256": dict}
+
+
 def load_config(ckpt_dir: Path) -> dict:
     path = ckpt_dir / "config.json"
     if not path.is_file():
         raise ProjectError(f"no checkpoint in {ckpt_dir} (config.json is missing): run `train` first")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProjectError(f"{path} is not valid JSON ({err.__class__.__name__}): the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        raise ProjectError(f"{path} holds a JSON {type(config).__name__}, not a checkpoint config (an object)")
     if config.get("project") != PROJECT:
         raise ProjectError(f"{ckpt_dir} holds a checkpoint of {config.get('project')!r}, not {PROJECT}")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ProjectError(f"{ckpt_dir}: checkpoint format {config.get('format_version')}, this script reads "
-                           f"{FORMAT_VERSION}")
+        raise ProjectError(f"{ckpt_dir}: checkpoint format {config.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION} (train again with this script)")
+    bad = [k for k, t in CONFIG_KEYS.items() if not isinstance(config.get(k), t) or isinstance(config.get(k), bool)]
+    if bad:
+        raise ProjectError(f"{path} lacks or mistypes {', '.join(bad)}: the checkpoint is damaged")
     vocab_path = ckpt_dir / "vocab.json"
     try:
-        config["vocab"] = json.loads(vocab_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        vocab_text = vocab_path.read_text(encoding="utf-8")
+        config["vocab"] = json.loads(vocab_text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProjectError(f"{vocab_path} is missing or damaged ({err.__class__.__name__})") from None
-    if len(config["vocab"]) != config.get("vocab_size") or config["vocab"][:2] != [PAD, UNK]:
-        raise ProjectError(f"{vocab_path} does not match config.json (vocabulary of {len(config['vocab'])} words, "
-                           f"the model was trained with {config.get('vocab_size')})")
+    if not isinstance(config["vocab"], list) or len(config["vocab"]) != config["vocab_size"] \
+            or config["vocab"][:2] != [PAD, UNK]:
+        n = len(config["vocab"]) if isinstance(config["vocab"], list) else "no"
+        raise ProjectError(f"{vocab_path} does not match config.json (vocabulary of {n} words, "
+                           f"the model was trained with {config['vocab_size']})")
+    if hashlib.sha256(vocab_text.encode("utf-8")).hexdigest() != config["vocab_sha256"]:
+        raise ProjectError(f"{vocab_path} does not match config.json (another training run wrote it; was a train "
+                           "into this folder interrupted?): train again")
     return config
 
 
 def load_model(ckpt_dir: Path, name: str, config: dict, device) -> nn.Module:
     model = make_model(name, config)
     path = ckpt_dir / f"{name}.pt"
+    if path.is_file() and sha256_file(path) != config["weights_sha256"].get(name):
+        raise ProjectError(f"{path} does not match config.json (damaged, or written by another training run: was a "
+                           "train into this folder interrupted?): train again")
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except FileNotFoundError:
@@ -302,6 +329,11 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ProjectError(f"{data}: every text has the label {classes[0]!r}; at least two classes are needed")
+    counts = Counter(labels)
+    rare = sorted(c for c in classes if counts[c] < 2)
+    if rare:
+        raise ProjectError(f"{data}: class {rare[0]!r} has a single text; each class needs at least two (one to "
+                           "train on, one to validate) - add texts or drop the class")
     tr, va = stratified_split(labels, args.val_frac, args.seed)
     if len(tr) < args.batch_size:
         raise ProjectError(f"{data}: {len(tr)} training texts after the validation split, fewer than --batch-size "
@@ -324,26 +356,66 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
     if args.resume:
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ProjectError(f"--resume: {state_path} is unreadable ({err.__class__.__name__})") from None
+        saved = load_train_state(state_path)
         old = json.loads(saved["config"])
         for key in ("classes", "vocab_size", "embed_dim", "hidden", "n_train", "n_val", "data"):
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run has "
                                    f"{config.get(key)!r}; use a new --ckpt-dir to start afresh")
-    config_out = {k: v for k, v in config.items()}
-    atomic_write(ckpt_dir / "vocab.json", lambda p: p.write_text(json.dumps(vocab)))
-    atomic_write(ckpt_dir / "config.json", lambda p: p.write_text(json.dumps(config_out, indent=2)))
+    config_out = dict(config)
+    # Nothing is written yet: config.json, vocab.json and the weights are written together when a model first improves
+    # (save_best), so an interrupted run never pairs this vocabulary with the old weights.
     config["vocab"] = vocab
+    config["weights_sha256"] = dict(saved["weights_sha256"]) if saved is not None else {}
 
-    results, everything = {}, {"config": json.dumps(config_out)}
+    results, everything = {}, {"project": PROJECT, "format_version": FORMAT_VERSION, "config": json.dumps(config_out),
+                               "weights_sha256": config["weights_sha256"]}
     if saved is not None:
         everything.update({k: v for k, v in saved.items() if k in MODELS})
     for name in MODELS:
         results[name] = fit(name, args, device, config, seqs, y, tr, va, ckpt_dir, everything, state_path)
     return results
+
+
+def load_train_state(path: Path) -> dict:
+    """train_state.pt of THIS project with the keys --resume reads, or one ProjectError line."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.get("project") != PROJECT:
+        who = saved.get("project") if isinstance(saved, dict) else None
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}"
+                           + (f" (it belongs to {who})" if isinstance(who, str) else "")
+                           + "; use a new --ckpt-dir to start afresh")
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"--resume: {path} has format {saved.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION}; use a new --ckpt-dir to start afresh")
+    try:
+        ok = isinstance(json.loads(saved["config"]), dict) and isinstance(saved["weights_sha256"], dict)
+        for name in MODELS:
+            if name in saved:
+                m = saved[name]
+                ok = ok and isinstance(m["model"], dict) and isinstance(m["optimizer"], dict) \
+                    and isinstance(m["loader_rng"], torch.Tensor) and isinstance(m["torch_rng"], torch.Tensor) \
+                    and isinstance(json.loads(m["state"]), dict)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ProjectError(f"--resume: {path} lacks the keys a train state holds: the file is damaged")
+    return saved
+
+
+def save_best(ckpt_dir: Path, name: str, model: nn.Module, config: dict) -> None:
+    """The weights, then vocab.json, then config.json holding the SHA-256 of both: load_config and load_model refuse a
+    folder whose files come from different runs (a train interrupted between two writes)."""
+    atomic_write(ckpt_dir / f"{name}.pt", lambda p: torch.save(model.state_dict(), p))
+    config["weights_sha256"][name] = sha256_file(ckpt_dir / f"{name}.pt")
+    vocab_text = json.dumps(config["vocab"])
+    atomic_write(ckpt_dir / "vocab.json", lambda p: p.write_text(vocab_text, encoding="utf-8"))
+    out = {k: v for k, v in config.items() if k != "vocab"}
+    out["vocab_sha256"] = hashlib.sha256(vocab_text.encode("utf-8")).hexdigest()
+    atomic_write(ckpt_dir / "config.json", lambda p: p.write_text(json.dumps(out, indent=2), encoding="utf-8"))
 
 
 def fit(name, args, device, config, seqs, y, tr, va, ckpt_dir, everything, state_path) -> dict:
@@ -391,7 +463,7 @@ def fit(name, args, device, config, seqs, y, tr, va, ckpt_dir, everything, state
         state["history"].append([total / count, acc])
         if acc > state["best_acc"]:
             state.update(best_acc=acc, best_epoch=epoch, bad_epochs=0)
-            atomic_write(ckpt_dir / f"{name}.pt", lambda p: torch.save(model.state_dict(), p))
+            save_best(ckpt_dir, name, model, config)
         else:
             state["bad_epochs"] += 1
         bar.set_postfix(loss=f"{total / count:.4f}", val_acc=f"{acc:.3f}")
@@ -733,6 +805,8 @@ def parse_args(argv):
         parser.error(f"--max-vocab must leave room for a word beside <pad> and <unk>, got {args.max_vocab}")
     if args.command == "predict" and not args.text and args.file is None:
         parser.error("predict needs --text \"...\" (repeatable) or --file sentences.txt")
+    if args.command == "predict" and args.output is not None and args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give a file name such as {args.output / 'predictions.csv'}")
     return args
 
 

@@ -96,6 +96,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -338,6 +341,9 @@ def score_samples(clf, samples: torch.Tensor, real_feats: np.ndarray, device) ->
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
+CONFIG_KEYS = {"project": str, "format_version": int, "z_dim": int, "width": int, "source": str, "train_images": int}
+
+
 def load_config(ckpt_dir: Path) -> dict:
     path = ckpt_dir / "config.json"
     if not path.is_file():
@@ -346,9 +352,42 @@ def load_config(ckpt_dir: Path) -> dict:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ProjectError(f"{path} is not valid JSON ({err.__class__.__name__}): the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        raise ProjectError(f"{path} holds a JSON {type(config).__name__}, not a checkpoint config (an object)")
     if config.get("project") != PROJECT:
         raise ProjectError(f"{ckpt_dir} holds a checkpoint of {config.get('project')!r}, not {PROJECT}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"{ckpt_dir}: checkpoint format {config.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION} (train again with this script)")
+    bad = [k for k, t in CONFIG_KEYS.items() if not isinstance(config.get(k), t) or isinstance(config.get(k), bool)]
+    if bad:
+        raise ProjectError(f"{path} lacks or mistypes {', '.join(bad)}: the checkpoint is damaged")
     return config
+
+
+def load_train_state(path: Path) -> dict:
+    """train_state.pt of THIS project with the keys --resume reads, or one ProjectError line."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.get("project") != PROJECT:
+        who = saved.get("project") if isinstance(saved, dict) else None
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}"
+                           + (f" (it belongs to {who})" if isinstance(who, str) else "")
+                           + "; use a new --ckpt-dir to start afresh")
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"--resume: {path} has format {saved.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION}; use a new --ckpt-dir to start afresh")
+    try:
+        ok = all(isinstance(saved[k], dict) for k in ("generator", "discriminator", "opt_g", "opt_d")) \
+            and isinstance(saved["loader_rng"], torch.Tensor) and isinstance(saved["torch_rng"], torch.Tensor) \
+            and isinstance(json.loads(saved["state"]), dict) and isinstance(json.loads(saved["config"]), dict)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ProjectError(f"--resume: {path} lacks the keys a train state holds: the file is damaged")
+    return saved
 
 
 def load_generator(ckpt_dir: Path, config: dict, device) -> Generator:
@@ -383,6 +422,12 @@ def save_grid(path: Path, images: torch.Tensor, title: str) -> None:
 # ---------------------------------------------------------------------------------------------------- train
 
 
+def diverged(epoch: int, what: str, lr: float, ckpt_dir: Path) -> ProjectError:
+    """Training blew up: stop before a diverged generator or train state is saved over the last good one."""
+    return ProjectError(f"training diverged in epoch {epoch} ({what}): try a lower --lr than {lr:g}; nothing from this "
+                        f"epoch was saved ({ckpt_dir} keeps its last good checkpoint and train state)")
+
+
 def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
     data = load_digit_images(args.data_dir, args.source, args.offline or args.smoke)
     data = limit_train(data, args.train_images or 0)
@@ -405,10 +450,7 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
     if args.resume:
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ProjectError(f"--resume: {state_path} is unreadable ({err.__class__.__name__})") from None
+        saved = load_train_state(state_path)
         old = json.loads(saved["config"])
         for key in ("width", "source", "n_train"):
             if old.get(key) != config.get(key):
@@ -456,12 +498,16 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
+            if not (math.isfinite(d_loss.item()) and math.isfinite(g_loss.item())):
+                raise diverged(epoch, f"D {d_loss.item()}, G {g_loss.item()}", args.lr, ckpt_dir)
             d_total, g_total, steps = d_total + d_loss.item(), g_total + g_loss.item(), steps + 1
         state["epoch"] = epoch
         state["history"].append([d_total / steps, g_total / steps])
         line = f"D loss {d_total / steps:.3f}  G loss {g_total / steps:.3f}"
         if epoch % args.eval_every == 0 or epoch == args.epochs:
             fid = score_samples(clf, generate(gen, n_eval, device, args.seed + 2), val_feats, device)["fid"]
+            if not math.isfinite(fid):
+                raise diverged(epoch, f"Frechet distance {fid}", args.lr, ckpt_dir)
             state["fid_history"].append([epoch, fid])
             line += f"  validation Frechet distance {fid:.2f}"
             if fid < state["best_fid"]:
@@ -482,7 +528,8 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
         atomic_write(state_path, lambda p: torch.save({
             "generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "loader_rng": loader_gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "state": json.dumps(state), "config": json.dumps(config)}, p))
+            "state": json.dumps(state), "config": json.dumps(config), "project": PROJECT,
+            "format_version": FORMAT_VERSION}, p))
         if state["bad_evals"] >= args.patience:
             print(f"early stopping after epoch {epoch}: the validation Frechet distance has not improved in "
                   f"{args.patience} evaluations")
@@ -518,6 +565,10 @@ def plot_losses(path: Path, history: list, fid_history: list) -> None:
 
 def evaluate(args, device, ckpt_dir: Path, n: int) -> dict:
     config = load_config(ckpt_dir)
+    given = getattr(args, "source_given", None)
+    if given not in (None, "auto", config["source"]):
+        raise ProjectError(f"--source {given}: {ckpt_dir} was trained on {config['source']}, and evaluate scores "
+                           f"against that data's test digits; drop --source")
     gen = load_generator(ckpt_dir, config, device)
     data = limit_train(load_digit_images(args.data_dir, config["source"], args.offline or args.smoke),
                        config.get("train_images", 0))
@@ -525,10 +576,15 @@ def evaluate(args, device, ckpt_dir: Path, n: int) -> dict:
     x_test = data["test"][0][:n]                                   # up to n real test digits (the stand-in has 300)
     real_feats, real_probs = judge(clf, x_test, device)
     other_feats, _ = judge(clf, data["train"][0][:len(x_test)], device)
-    trained = score_samples(clf, generate(gen, n, device, args.seed + 3), real_feats, device)
+    fake = generate(gen, n, device, args.seed + 3)
+    trained = score_samples(clf, fake, real_feats, device)
     torch.manual_seed(args.seed)
-    untrained = score_samples(clf, generate(Generator(config["z_dim"], config["width"]).to(device), n, device,
-                                            args.seed + 3), real_feats, device)
+    fake_untrained = generate(Generator(config["z_dim"], config["width"]).to(device), n, device, args.seed + 3)
+    untrained = score_samples(clf, fake_untrained, real_feats, device)
+    # mean ink (pixel value in 0..1, 1 = ink): the first thing a generator learns, and a check that does not need
+    # the judge; a generator that never took a step stays about where it started
+    ink = {k: float(x.float().cpu().add(1).div(2).mean()) for k, x in
+           (("trained", fake), ("untrained", fake_untrained), ("real", x_test))}
     noise = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(args.seed + 4)).mul(2).sub(1)
     noisy = score_samples(clf, noise, real_feats, device)            # the crudest baseline: uniform pixel noise
     floor = frechet_distance(real_feats, other_feats)
@@ -544,11 +600,15 @@ def evaluate(args, device, ckpt_dir: Path, n: int) -> dict:
     real_cov = int((np.bincount(real_probs.argmax(1), minlength=10) >= 0.02 * len(real_probs)).sum())
     print(f"  {'real digits (train, test)':<26}{floor:>18.2f}{real_cov:>14}/10{real_conf:>17.3f}")
     print(f"  samples per class (trained): {trained['counts'].tolist()}")
+    print(f"  mean ink (0 = blank, 1 = all ink): real {ink['real']:.3f}, trained {ink['trained']:.3f} (off by "
+          f"{abs(ink['trained'] - ink['real']):.3f}), untrained {ink['untrained']:.3f} (off by "
+          f"{abs(ink['untrained'] - ink['real']):.3f})")
     return {"fid": trained["fid"], "fid_untrained": untrained["fid"], "fid_real_vs_real": floor,
             "coverage": trained["coverage"], "coverage_untrained": untrained["coverage"],
             "confidence": trained["confidence"], "confidence_untrained": untrained["confidence"],
             "confidence_real": real_conf, "classifier_test_accuracy": clf_acc, "fid_noise": noisy["fid"],
-            "fid_ratio_untrained_over_trained": untrained["fid"] / trained["fid"]}
+            "fid_ratio_untrained_over_trained": untrained["fid"] / trained["fid"],
+            "ink_gap": abs(ink["trained"] - ink["real"]), "ink_gap_untrained": abs(ink["untrained"] - ink["real"])}
 
 
 def sample(args, device, ckpt_dir: Path, n: int, output: Path) -> dict:
@@ -748,6 +808,7 @@ def positive_int(text: str) -> int:
 
 
 DEMO_TRAIN_IMAGES = 6000
+MIN_EVAL_N = 50
 TRAIN_DEFAULTS = {"epochs": 60, "patience": 4, "batch_size": 64, "lr": 5e-4, "width": 16, "eval_every": 5,
                   "classifier_epochs": 15, "source": "auto", "resume": False, "ring_steps": 1500,
                   "train_images": None}
@@ -767,7 +828,8 @@ def parse_args(argv):
         add_common(p, sub=True)
         p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <out-dir>/checkpoint)")
     p_eval.add_argument("--n", type=positive_int, default=1000,
-                        help="samples scored, against as many real test digits (or all there are, if fewer)")
+                        help=f"samples scored, against as many real test digits (or all there are, if fewer); at "
+                             f"least {MIN_EVAL_N}")
     p_sample.add_argument("--n", type=positive_int, default=64, help="samples in the grid")
     p_sample.add_argument("--output", type=Path, default=None, help="PNG file (default <out-dir>/samples.png)")
     p_train.add_argument("--resume", action="store_true", help="continue the run saved in --ckpt-dir")
@@ -798,6 +860,7 @@ def parse_args(argv):
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the README's GPU section)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    args.source_given = getattr(args, "source", None)      # evaluate refuses a --source other than the checkpoint's
     for key, value in TRAIN_DEFAULTS.items():
         if not hasattr(args, key):
             setattr(args, key, value)
@@ -807,6 +870,11 @@ def parse_args(argv):
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.batch_size < 2:
         parser.error("--batch-size must be at least 2 (BatchNorm needs a batch)")
+    if args.command == "evaluate" and args.n < MIN_EVAL_N:
+        parser.error(f"--n {args.n}: a Frechet distance needs the mean and covariance of many samples; use at least "
+                     f"{MIN_EVAL_N}")
+    if args.command == "sample" and args.output is not None and args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give a file name such as {args.output / 'samples.png'}")
     return args
 
 

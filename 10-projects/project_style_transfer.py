@@ -77,6 +77,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -316,11 +319,24 @@ def plot_side_by_side(path: Path, content, style, result, caption: str) -> None:
 # ------------------------------------------------------------------------------------------- the subcommands
 
 
+VGG_MIN_SIDE = 16    # VGG-19 halves the image 4 times before relu5_1: a side under 16 px leaves nothing to pool
+
+
+def check_size(kind: str, img: torch.Tensor, path: Path, size: int) -> None:
+    """Refuse, before any work, an image too thin for VGG-19 once its longer side is resized to --size."""
+    h, w = img.shape[-2:]
+    if kind == "vgg19" and min(h, w) < VGG_MIN_SIDE:
+        raise ProjectError(f"{path} becomes {w}x{h} px at --size {size}; VGG-19 needs both sides at least "
+                           f"{VGG_MIN_SIDE} px: raise --size to {math.ceil(size * VGG_MIN_SIDE / min(h, w))} or crop "
+                           "the image")
+
+
 def run_stylize(args, device, content_path: Path, style_path: Path, output: Path) -> dict:
     content = load_image(content_path, args.size)
     style = load_image(style_path, args.size, shape=tuple(content.shape[-2:]))
     print(f"content {content_path} and style {style_path}, both at {content.shape[-1]}x{content.shape[-2]} px")
     net, kind = feature_network(args, device)
+    check_size(kind, content, content_path, args.size)
     content, style = content.to(device), style.to(device)
     start = time.perf_counter()
     result, history = stylize(net, content, style, args.steps, args.lr, args.style_weight, args.tv_weight)
@@ -353,6 +369,7 @@ def run_evaluate(args, device, content_path: Path, style_path: Path, result_path
     shape = tuple(result.shape[-2:])
     content, style = load_image(content_path, args.size, shape), load_image(style_path, args.size, shape)
     net, kind = feature_network(args, device)
+    check_size(kind, result, result_path, args.size)
     judge = RandomFeatures(args.seed + 1000).to(device).eval()
     content, style, result = content.to(device), style.to(device), result.to(device)
     m = measure({kind: net, "heldout_random": judge}, content, style, result)
@@ -448,6 +465,9 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if args.command is None and (args.content is None) != (args.style is None):
         parser.error("give both --content and --style (or neither, for the demo)")
+    output = getattr(args, "output", None)
+    if output is not None and output.is_dir():
+        parser.error(f"--output {output} is a folder; give a file name such as {output / 'stylized.png'}")
     if args.size < 32:
         parser.error(f"--size must be at least 32 pixels, got {args.size}")
     if args.steps < 1 or args.lr <= 0 or args.style_weight < 0 or args.tv_weight < 0:

@@ -82,6 +82,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -96,7 +99,7 @@ def read_series(path: Path, time_col: str | None, target: str | None, features: 
     if not path.is_file():
         raise ProjectError(f"no such CSV file: {path}")
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: Excel's "CSV UTF-8" starts with a BOM
             rows = [r for r in csv.reader(line for line in f if not line.startswith("#")) if r]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ProjectError(f"{path} is not a readable CSV file ({err})") from None
@@ -274,6 +277,11 @@ def save_checkpoint(ckpt_dir: Path, model: nn.Module, config: dict) -> None:
     atomic_write(ckpt_dir / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
+CONFIG_KEYS = {"project": str, "format_version": int, "time_col": str, "target": str, "columns": list, "window": int,
+               "horizon": int, "season": int, "hidden": int, "mean": list, "std": list, "rows": int, "val_start": int,
+               "test_start": int}
+
+
 def load_config(ckpt_dir: Path) -> dict:
     path = ckpt_dir / "config.json"
     if not path.is_file():
@@ -282,10 +290,43 @@ def load_config(ckpt_dir: Path) -> dict:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ProjectError(f"{path} is not valid JSON ({err.__class__.__name__}): the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        raise ProjectError(f"{path} holds a JSON {type(config).__name__}, not a checkpoint config (an object)")
     if config.get("project") != PROJECT:
         raise ProjectError(f"{ckpt_dir} holds a checkpoint of {config.get('project', 'something else')!r}, "
                            f"not of {PROJECT}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"{ckpt_dir}: checkpoint format {config.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION} (train again with this script)")
+    bad = [k for k, t in CONFIG_KEYS.items() if not isinstance(config.get(k), t) or isinstance(config.get(k), bool)]
+    if bad:
+        raise ProjectError(f"{path} lacks or mistypes {', '.join(bad)}: the checkpoint is damaged")
     return config
+
+
+def load_train_state(path: Path) -> dict:
+    """train_state.pt of THIS project with the keys --resume reads, or one ProjectError line."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.get("project") != PROJECT:
+        who = saved.get("project") if isinstance(saved, dict) else None
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}"
+                           + (f" (it belongs to {who})" if isinstance(who, str) else "")
+                           + "; use a new --ckpt-dir to start afresh")
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"--resume: {path} has format {saved.get('format_version')!r}, this script reads "
+                           f"{FORMAT_VERSION}; use a new --ckpt-dir to start afresh")
+    try:
+        ok = isinstance(saved["config"], dict) and isinstance(saved["model"], dict) \
+            and isinstance(saved["optimizer"], dict) and isinstance(saved["loader_rng"], torch.Tensor) \
+            and isinstance(saved["torch_rng"], torch.Tensor) and isinstance(json.loads(saved["state"]), dict)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ProjectError(f"--resume: {path} lacks the keys a train state holds: the file is damaged")
+    return saved
 
 
 def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> nn.Module:
@@ -310,6 +351,12 @@ def data_for_checkpoint(csv_path: Path, config: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------ train
+
+
+def diverged(epoch: int, loss: float, lr: float, ckpt_dir: Path) -> ProjectError:
+    """Training blew up: stop before a diverged model or train state is saved over the last good one."""
+    return ProjectError(f"training diverged in epoch {epoch} (loss {loss:.3g}): try a lower --lr than {lr:g}; nothing "
+                        f"from this epoch was saved ({ckpt_dir} keeps its last good checkpoint and train state)")
 
 
 def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: bool = False) -> dict:
@@ -353,12 +400,9 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
     if args.resume:
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ProjectError(f"--resume: {state_path} is unreadable ({err.__class__.__name__})") from None
+        saved = load_train_state(state_path)
         old = saved["config"]
-        for key in ("columns", "target", "window", "horizon", "hidden", "rows", "val_start", "test_start"):
+        for key in ("columns", "target", "window", "horizon", "season", "hidden", "rows", "val_start", "test_start"):
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run "
                                    f"has {config.get(key)!r}; use a new --ckpt-dir to start afresh")
@@ -376,7 +420,7 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
         print(f"--resume: continuing after epoch {state['epoch']} (best so far {state['best_val']:.4f} "
               f"at epoch {state['best_epoch']})")
 
-    start, first_epoch = time.perf_counter(), state["epoch"] + 1
+    start, first_epoch, first_loss = time.perf_counter(), state["epoch"] + 1, None
     bar = tqdm(range(first_epoch, args.epochs + 1), desc="train", unit="epoch", leave=False,
                disable=quiet or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)  # a bar in a terminal
     for epoch in bar:
@@ -385,6 +429,9 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
         for xb, yb in loader:
             xb, yb = xb.to(device), yb.to(device)
             loss = pinball_loss(model(xb), yb)
+            first_loss = loss.item() if first_loss is None else first_loss
+            if not math.isfinite(loss.item()) or loss.item() > 1000 * first_loss:   # NaN/inf, or blown up
+                raise diverged(epoch, loss.item(), args.lr, ckpt_dir)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -393,6 +440,8 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
         model.eval()
         with torch.inference_mode():
             val = pinball_loss(model(xv), yv).item()
+        if not math.isfinite(val):
+            raise diverged(epoch, val, args.lr, ckpt_dir)
         state["epoch"] = epoch
         state["history"].append([total / count, val])
         if val < state["best_val"] - 1e-6:
@@ -406,7 +455,7 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
             print(f"  epoch {epoch:>3}/{args.epochs}: train {total / count:.4f}  validation {val:.4f}"
                   f"{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
             "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:
             if not quiet:
@@ -447,7 +496,11 @@ def evaluate(args, device: torch.device, csv_path: Path, ckpt_dir: Path, out_dir
     model = load_model(ckpt_dir, config, device)
     values, h, season = data["values"], config["horizon"], config["season"]
     n = len(values)
-    test_start = config["test_start"] if n == config["rows"] else n - max(int(round(n * args.test_frac)), h)
+    test_frac = getattr(args, "eval_test_frac", None)
+    if n == config["rows"] and test_frac is not None:
+        raise ProjectError(f"--test-frac: {csv_path} has the {n} rows the checkpoint was trained on, so its test part "
+                           f"is the one train held out (rows {config['test_start']}-{n - 1}); drop --test-frac")
+    test_start = config["test_start"] if n == config["rows"] else n - max(int(round(n * (test_frac or 0.15))), h)
     first = first_origin(config["window"], h, season)
     origins = list(range(max(test_start, first), n - h + 1, args.stride))   # rolling origins in test
     if not origins:
@@ -508,8 +561,11 @@ def plot_forecast(path: Path, data: dict, origins, truth, q, config, title: str)
 def predict(args, device: torch.device, csv_path: Path, ckpt_dir: Path, output: Path, quiet: bool = False) -> dict:
     config = load_config(ckpt_dir)
     data = data_for_checkpoint(csv_path, config)
-    if len(data["values"]) < config["window"]:
-        raise ProjectError(f"{csv_path} has {len(data['values'])} rows; the model reads the last {config['window']}")
+    need = first_origin(config["window"], config["horizon"], config["season"])
+    if len(data["values"]) < need:
+        raise ProjectError(f"{csv_path} has {len(data['values'])} rows; a forecast needs at least {need}: the model "
+                           f"reads the last {config['window']} and the seasonal baseline the values one season "
+                           f"({config['season']} rows) before each forecast step")
     model = load_model(ckpt_dir, config, device)
     q = forecast(model, config, data["values"], [len(data["values"])], device)[0]     # (horizon, Q)
     times = future_times(data["times"], config["horizon"])
@@ -694,8 +750,10 @@ def parse_args(argv):
     p_train.add_argument("--target", default=None, help="column to forecast (default: the first numeric column)")
     p_train.add_argument("--features", nargs="+", default=None,
                          help="numeric input columns (default: every column but the time)")
-    for p in (p_train, p_eval):
-        p.add_argument("--test-frac", type=fraction, default=0.15, help="last fraction of rows held out as test")
+    p_train.add_argument("--test-frac", type=fraction, default=0.15, help="last fraction of rows held out as test")
+    p_eval.add_argument("--test-frac", type=fraction, default=None, dest="eval_test_frac",
+                        help="last fraction of rows scored, for a CSV other than the one trained on (default 0.15); "
+                             "the CSV trained on is scored on the test part train held out")
     p_eval.add_argument("--stride", type=positive_int, default=1, help="steps between rolling forecast origins")
     p_pred.add_argument("--output", type=Path, default=None, help="forecast CSV (default <out-dir>/forecast.csv)")
     p_train.add_argument("--val-frac", type=fraction, default=0.15, help="fraction of rows before the test part")
@@ -727,6 +785,8 @@ def parse_args(argv):
             if not hasattr(args, name):
                 setattr(args, name, default)
     args.resume = getattr(args, "resume", False)
+    if args.command == "predict" and args.output is not None and args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give a file name such as {args.output / 'forecast.csv'}")
     return args
 
 

@@ -2,6 +2,7 @@
 short), the three subcommands as a learner runs them on the aclImdb layout and a CSV, resume, bad inputs."""
 
 import csv
+import os
 import json
 import random
 
@@ -179,7 +180,7 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
     assert "project_image_classifier" in fails("predict", "--ckpt-dir", other, "--text", "hi", "--output", out)
     weights = (ckpt / "lstm.pt").read_bytes()
     (ckpt / "lstm.pt").write_bytes(weights[: len(weights) // 2])
-    assert "cannot be loaded" in fails("predict", "--ckpt-dir", ckpt, "--text", "hi", "--output", out)
+    assert "lstm.pt does not match config.json" in fails("predict", "--ckpt-dir", ckpt, "--text", "hi", "--output", out)
     (ckpt / "lstm.pt").write_bytes(weights)
     vocab = json.loads((ckpt / "vocab.json").read_text())
     (ckpt / "vocab.json").write_text(json.dumps(vocab[:-1]))
@@ -202,3 +203,85 @@ def test_demo_default_run(run_lesson):
     assert m["bow_test_accuracy"] <= m["bow_ceiling"] + 1e-9 and m["bow_ceiling"] < 0.85
     assert m["lstm_test_accuracy"] > m["bow_ceiling"] + 0.1, "the LSTM beats every possible bag-of-words model"
     assert m["lstm_acc_contrast"] > 0.95 and m["lstm_acc_negation"] > 0.9  # 1.000 and 0.927 in the measured run
+
+
+def small_train(project, tmp_path, data, ckpt, *extra):
+    return project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--data", str(data),
+                         "--epochs", "1", "--batch-size", "8", "--hidden", "8", "--ckpt-dir", str(ckpt), *extra])
+
+
+def test_an_interrupted_train_never_pairs_a_new_vocabulary_with_old_weights(tmp_path, project_main, monkeypatch):
+    """config.json, vocab.json and the weights are written together (with each other's SHA-256) when a model first
+    improves: a train stopped before that leaves the old checkpoint whole; one stopped between the two models is
+    refused in one line, never read as new words on old weights."""
+    project, fails = project_main
+    ckpt = tmp_path / "ck"
+    data = tmp_path / "bom.csv"                      # Excel's "CSV UTF-8": a byte-order mark before `text`
+    rng = random.Random(0)
+    data.write_text("text,label\n" + "".join(f"{review(rng, y)},{y}\n" for y in ["pos", "neg"] * 20),
+                    encoding="utf-8-sig")
+    small_train(project, tmp_path, data, ckpt)
+    predict = ["predict", "--ckpt-dir", ckpt, "--text", "great and superb", "--output", tmp_path / "p.csv"]
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, predict)])
+    before = (tmp_path / "p.csv").read_text()
+    other = tmp_path / "other.csv"                   # other words, so another vocabulary
+    other.write_text("text,label\n" + "".join(f"word{i} plot{i % 3},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
+    real_fit = project.fit
+
+    def interrupted(name, *a, **k):
+        if name == "bow" or not interrupted.lstm_first:
+            raise KeyboardInterrupt
+        return real_fit(name, *a, **k)
+
+    monkeypatch.setattr(project, "fit", interrupted)
+    interrupted.lstm_first = False                   # stopped before any model improved: the old checkpoint is whole
+    with pytest.raises(KeyboardInterrupt):
+        small_train(project, tmp_path, other, ckpt, "--min-freq", "1")
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, predict)])
+    assert (tmp_path / "p.csv").read_text() == before, "the old checkpoint still predicts as before"
+    interrupted.lstm_first = True                    # stopped after the new LSTM, before the new baseline
+    with pytest.raises(KeyboardInterrupt):
+        small_train(project, tmp_path, other, ckpt, "--min-freq", "1")
+    assert "interrupted" in fails(*predict)
+
+
+def test_foreign_train_state_and_bad_config_get_one_line(tmp_path, project_main):
+    project, fails = project_main
+    import torch
+
+    data, ckpt = write_csv(tmp_path / "train.csv", n=40), tmp_path / "ck"
+    small_train(project, tmp_path, data, ckpt)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (ckpt / "lstm.pt").stat().st_mode & 0o777 == 0o666 & ~umask, "saved files get the usual permissions"
+    resume = ["train", "--data", data, "--epochs", "2", "--batch-size", "8", "--hidden", "8", "--ckpt-dir", ckpt,
+              "--resume"]
+    state = ckpt / "train_state.pt"
+    good = state.read_bytes()
+    for foreign in ({"config": {}, "epoch": 3}, "a string", [1, 2], {"project": "project_image_classifier"}):
+        torch.save(foreign, state)
+        assert "not a train state of project_sentiment_analysis" in fails(*resume)
+    state.write_bytes((ckpt / "lstm.pt").read_bytes())          # a plain state_dict copied over the train state
+    assert "not a train state" in fails(*resume)
+    torch.save({"project": "project_sentiment_analysis", "format_version": 2, "config": "{}"}, state)
+    assert "lacks the keys" in fails(*resume)
+    state.write_bytes(good)
+
+    predict = ["predict", "--ckpt-dir", ckpt, "--text", "hi", "--output", tmp_path / "p.csv"]
+    config = json.loads((ckpt / "config.json").read_text())
+    for bad, why in (([], "JSON list"), ({"project": "project_sentiment_analysis", "format_version": 2}, "lacks"),
+                     ({**config, "format_version": 99}, "format 99"), ({**config, "classes": "pos"}, "classes")):
+        (ckpt / "config.json").write_text(json.dumps(bad))
+        assert why in fails(*predict)
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.raises(SystemExit) as info:                      # --output a folder: refused before any work
+        project.main(["--device", "cpu", "predict", "--ckpt-dir", str(ckpt), "--text", "hi", "--output", str(ckpt)])
+    assert info.value.code == 2
+
+
+def test_a_class_with_a_single_text_is_refused(tmp_path, project_main):
+    _, fails = project_main
+    data = write_csv(tmp_path / "train.csv", n=40)
+    with open(data, "a") as f:
+        f.write("40,a lone mixed review,mixed\n")
+    assert "'mixed' has a single text" in fails("train", "--data", data, "--batch-size", "8")

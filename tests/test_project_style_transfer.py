@@ -108,3 +108,37 @@ def test_demo_default_run(run_lesson):
     assert m["heldout_random_style_reduction"] > 5
     assert m["colour_dist_result"] < m["colour_dist_content"]
     assert m["content_loss_final"] < 1.0
+
+
+def test_thin_images_with_vgg_and_an_output_folder_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """VGG-19 pools four times: a side under 16 px after resizing is refused in one line, before the optimisation
+    (checked with the random network standing in for VGG-19, whose weights are not here offline)."""
+    import os
+
+    from PIL import Image
+
+    project = load_script(REPO / PROJECT)
+    content, style = write_images(tmp_path / "images")
+    out = tmp_path / "out.png"
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--size", "32", "--steps", "2", "--offline",
+                  "--content", str(content), "--style", str(style), "--output", str(out)])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask, "saved files get the usual permissions"
+
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (400, 20), (200, 120, 40)).save(thin)          # 128x6 px at --size 128
+    monkeypatch.setattr(project, "feature_network",
+                        lambda args, device: (project.RandomFeatures(args.seed).to(device).eval(), "vgg19"))
+    monkeypatch.setattr(project, "stylize", lambda *a, **k: pytest.fail("the optimisation must not start"))
+    for argv in (["stylize", "--content", thin, "--style", style, "--output", tmp_path / "thin_out.png"],
+                 ["evaluate", "--content", content, "--style", style, "--result", thin]):
+        with pytest.raises(SystemExit) as info:
+            project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, argv)])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "VGG-19 needs both sides at least 16 px" in err, err
+    assert not (tmp_path / "thin_out.png").exists()
+    with pytest.raises(SystemExit) as info:                         # --output a folder: a usage error, no work done
+        project.main(["--device", "cpu", "--content", str(content), "--style", str(style), "--output", str(tmp_path)])
+    assert info.value.code == 2

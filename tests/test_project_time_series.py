@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import random
 
 import pytest
@@ -138,6 +139,49 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
     fewer.write_text("\n".join(line.rsplit(",", 1)[0] for line in data.read_text().splitlines()) + "\n")
     assert "columns" in fails("predict", "--csv", fewer, "--ckpt-dir", ckpt, "--output", out)
     assert not out.exists(), "a failed predict writes no forecast file"
+
+
+def test_checkpoint_and_train_state_misuse_gets_one_line(tmp_path, project_main):
+    """Foreign or misshapen train states and configs, a diverged run over a good checkpoint, a resume with another
+    season, a CSV too short for the seasonal baseline, --test-frac on the CSV trained on, --output a folder."""
+    project, fails = project_main
+    import torch
+
+    data = tmp_path / "bom.csv"                      # Excel's "CSV UTF-8": a byte-order mark before `day`
+    data.write_text(write_daily_csv(tmp_path / "plain.csv", rows=200).read_text(), encoding="utf-8-sig")
+    ckpt = tmp_path / "ck"
+    train = ["train", "--csv", data, "--time-col", "day", "--window", 14, "--horizon", 7, "--season", 21,
+             "--hidden", 8, "--ckpt-dir", ckpt]
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), *map(str, train), "--epochs", "1"])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (ckpt / "model.pt").stat().st_mode & 0o777 == 0o666 & ~umask, "saved files get the usual permissions"
+    model, state = (ckpt / "model.pt").read_bytes(), (ckpt / "train_state.pt").read_bytes()
+
+    assert "diverged" in fails(*train, "--epochs", 3, "--lr", 1e9)
+    assert (ckpt / "model.pt").read_bytes() == model and (ckpt / "train_state.pt").read_bytes() == state, \
+        "a diverged run leaves the last good checkpoint and train state alone"
+    assert "season=21" in fails(*train[:-4], "--season", 14, "--ckpt-dir", ckpt, "--epochs", 3, "--resume")
+    for foreign in ({"config": {}, "epoch": 3}, "a string", {"project": "project_simple_gan"}):
+        torch.save(foreign, ckpt / "train_state.pt")
+        assert "not a train state of project_time_series" in fails(*train, "--epochs", 3, "--resume")
+    (ckpt / "train_state.pt").write_bytes(model)    # the weights copied over the train state
+    assert "not a train state" in fails(*train, "--epochs", 3, "--resume")
+
+    short = tmp_path / "short.csv"                   # 17 rows: enough for the window of 14, not for the season of 21
+    short.write_text("".join(data.read_text(encoding="utf-8-sig").splitlines(keepends=True)[:18]))
+    out = tmp_path / "forecast.csv"
+    assert "at least 21" in fails("predict", "--csv", short, "--ckpt-dir", ckpt, "--output", out)
+    assert "drop --test-frac" in fails("evaluate", "--csv", data, "--ckpt-dir", ckpt, "--test-frac", 0.4)
+    config = json.loads((ckpt / "config.json").read_text())
+    for bad, why in (([], "JSON list"), ({"project": "project_time_series", "format_version": 1}, "lacks"),
+                     ({**config, "format_version": 99}, "format 99"), ({**config, "window": "14"}, "window")):
+        (ckpt / "config.json").write_text(json.dumps(bad))
+        assert why in fails("predict", "--csv", data, "--ckpt-dir", ckpt, "--output", out)
+    assert not out.exists()
+    with pytest.raises(SystemExit) as info:          # --output a folder: refused before any work
+        project.main(["--device", "cpu", "predict", "--csv", str(data), "--ckpt-dir", str(ckpt), "--output", str(ckpt)])
+    assert info.value.code == 2
 
 
 @pytest.mark.default_run
