@@ -44,6 +44,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -61,7 +62,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 PROJECT = "project_image_classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json lists the carved validation and test files (split_files)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
@@ -89,6 +90,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +103,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600: give the permissions open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -174,6 +182,7 @@ def find_splits(root: Path, val_frac: float, test_frac: float, seed: int, classe
         items, splits["val"] = stratified_carve(items, val_frac / (1 - test_frac), seed + 1)
     splits["train"] = items
     splits["classes"] = classes
+    splits["carved"] = [s for s in ("test", "val") if s not in present]
     return splits
 
 
@@ -186,10 +195,36 @@ def fingerprint(items: list) -> str:
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it."""
+    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it. torchvision decodes
+    JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG is
+    scaled to 8 bits."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as err:
+        image = pil_image(path, err)
+    if image.ndim == 4:                                   # an animated GIF: (frames, 3, H, W)
+        image = image[0]
+    if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
+    """Pillow's decoding, for the formats torchvision's decode_image does not read: (3, H, W) uint8 RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            if im.mode.startswith("I"):                   # 16/32-bit greyscale: scale to 8 bits, then to RGB
+                a = np.asarray(im, dtype=np.float64)
+                a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).round().astype(np.uint8)
+                a = np.repeat(a[..., None], 3, axis=2)
+            else:
+                a = np.asarray(im.convert("RGB"))
+        return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()
+    except Exception:
+        err = first_error
         why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise ProjectError(f"cannot read image {path} ({why})") from None
 
@@ -235,7 +270,8 @@ def is_torchvision_model(name: str) -> bool:
 def architecture(name: str) -> nn.Module:
     """The network with its original head and random weights (torchvision first, then timm)."""
     if is_torchvision_model(name):
-        return torchvision.models.get_model(name, weights=None)
+        extra = {"aux_logits": False} if name in ("inception_v3", "googlenet") else {}  # one output, not a tuple
+        return torchvision.models.get_model(name, weights=None, **extra)
     import timm
 
     if not timm.is_model(name.split(".")[0]):
@@ -260,7 +296,7 @@ def pretrained_backbone(name: str, data_dir: Path):
         weights = torchvision.models.get_model_weights(name).DEFAULT      # e.g. ResNet18_Weights.IMAGENET1K_V1
         state = weights.get_state_dict(progress=False, model_dir=str(data_dir / "weights"))
         model = architecture(name)
-        model.load_state_dict(state)
+        model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})  # minus auxiliary heads
         t = weights.transforms()                                          # resize, centre crop, mean/std
         prep = {"resize": t.resize_size[0], "crop_size": t.crop_size[0], "mean": list(t.mean), "std": list(t.std)}
         return model, prep, f"torchvision {weights}"
@@ -307,6 +343,25 @@ def source_task(n: int, side: int, generator: torch.Generator) -> tuple[torch.Te
     return images.clamp(0, 1), labels
 
 
+def check_input_size(model: nn.Module, name: str, side: int, args) -> None:
+    """One forward pass on two blank side x side images: a model built for one input size (ViT: 224) or too deep for
+    small images (Inception v3: at least 75 px) is one ProjectError line that says which size it needs."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, 3, side, side))
+        if isinstance(out, torch.Tensor) and out.shape == (2, 10):
+            return
+        why = f"its output is {type(out).__name__}, not (batch, classes) logits"
+    except Exception as err:
+        why = " ".join(str(err).split())[:90] or type(err).__name__
+    native = getattr(model, "image_size", None) or (getattr(model, "pretrained_cfg", None) or {}).get("input_size",
+                                                                                                     [None])[-1]
+    smoke = " (the --smoke demo uses 32 px: run it without --smoke)" if args.smoke else ""
+    need = f"--image-size {native}" if native else "a larger --image-size (e.g. 224)"
+    raise ProjectError(f"--model {name} cannot take {side}x{side} images ({why}): the offline stand-in is built at "
+                       f"--image-size; give {need}{smoke}, or pick another --model")
+
+
 def standin_backbone(name: str, args, side: int, device: torch.device) -> nn.Module:
     """The offline stand-in: `name`'s architecture pretrained here on the ten-texture source task, cached under
     --data-dir (written atomically, its SHA-256 beside it, checked on load: a damaged cache is re-created)."""
@@ -316,6 +371,7 @@ def standin_backbone(name: str, args, side: int, device: torch.device) -> nn.Mod
     with torch.random.fork_rng(devices=[]):          # the same initial weights whenever the stand-in is (re)made
         torch.manual_seed(args.seed + 101)
         model = set_head(architecture(name), 10)
+    check_input_size(model, name, side, args)
     if cache.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -381,18 +437,42 @@ def backbone(args, device: torch.device):
 # ----------------------------------------------------------------------------------------------------- checkpointing
 
 
+CONFIG_TYPES = {"model": str, "classes": list, "weights": str, "resize": int, "crop_size": int, "mean": list,
+                "std": list, "val_frac": float, "test_frac": float, "split_seed": int, "data_fingerprint": str,
+                "split_files": dict}  # what evaluate and predict read from config.json
+
+
+def check_config(config, where: Path) -> dict:
+    """config.json's content, if it is a dict of this project, of this format, with every key of the right type;
+    else one ProjectError line."""
+    if not isinstance(config, dict):
+        raise ProjectError(f"{where} holds a JSON {type(config).__name__}, not this project's settings: the "
+                           "checkpoint is damaged")
+    if config.get("project") != PROJECT:
+        raise ProjectError(f"{where.parent} holds a checkpoint of {config.get('project', 'something else')!r}, "
+                           f"not of {PROJECT}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ProjectError(f"{where} is format {config.get('format_version')!r}; this program reads format "
+                           f"{FORMAT_VERSION}: train again (or use the program version that wrote it)")
+    bad = [k for k, t in CONFIG_TYPES.items()
+           if not isinstance(config.get(k), (int, float) if t is float else t) or isinstance(config.get(k), bool)]
+    if not bad and not (len(config["classes"]) >= 2 and all(isinstance(c, str) for c in config["classes"]) and
+                        len(config["mean"]) == len(config["std"]) == 3):
+        bad = ["classes/mean/std"]
+    if bad:
+        raise ProjectError(f"{where} lacks {', '.join(bad)} (or has the wrong type there): the checkpoint is damaged")
+    return config
+
+
 def load_config(ckpt_dir: Path) -> dict:
     path = ckpt_dir / "config.json"
     if not path.is_file():
         raise ProjectError(f"no checkpoint in {ckpt_dir} (config.json is missing): run `train` first")
     try:
         config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProjectError(f"{path} is not valid JSON ({err.__class__.__name__}): the checkpoint is damaged") from None
-    if config.get("project") != PROJECT:
-        raise ProjectError(f"{ckpt_dir} holds a checkpoint of {config.get('project', 'something else')!r}, "
-                           f"not of {PROJECT}")
-    return config
+    return check_config(config, path)
 
 
 def build_model(config: dict) -> nn.Module:
@@ -412,6 +492,38 @@ def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
+TRAIN_STATE_TYPES = {"format_version": int, "model": dict, "optimizer": dict, "config": dict,
+                     "loader_rng": torch.Tensor, "torch_rng": torch.Tensor, "state": str}
+
+
+def load_train_state(path: Path) -> tuple[dict, dict]:
+    """train_state.pt -> (its dict, the early-stopping state), if it is this project's, of this format, with every
+    entry of the right type; else one ProjectError line (a copied model.pt, another project's file...)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
+    owner = saved.get("project") if isinstance(saved, dict) else None
+    if owner != PROJECT:
+        what = f"of {owner!r}" if isinstance(owner, str) else "of another project or a model.pt, not a train state"
+        raise ProjectError(f"--resume: {path} is {what}, not a train state of {PROJECT}; use a new --ckpt-dir")
+    bad = [k for k, t in TRAIN_STATE_TYPES.items() if not isinstance(saved.get(k), t)]
+    if not bad and saved["format_version"] != FORMAT_VERSION:
+        bad = [f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})"]
+    try:
+        state = json.loads(saved["state"]) if not bad else None
+        if not bad and not (isinstance(state, dict) and all(isinstance(state.get(k), (int, float)) for k in
+                                                            ("epoch", "best_val", "best_epoch", "bad_epochs"))
+                            and isinstance(state.get("history"), list)):
+            bad = ["state"]
+    except ValueError:
+        bad = ["state"]
+    if bad:
+        raise ProjectError(f"--resume: {path} is damaged or of another version ({', '.join(bad)}); use a new "
+                           "--ckpt-dir to start afresh")
+    return saved, state
+
+
 # ------------------------------------------------------------------------------------------------------------ train
 
 
@@ -425,12 +537,15 @@ def run_epoch(model, loader, device, criterion, optimizer=None, scaler=None, bar
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 logits = model(x)                                               # (B, K)
                 loss = criterion(logits.float(), y)
+            value = loss.item()
+            if not math.isfinite(value):             # diverged: stop before a step or a save can spread it
+                raise FloatingPointError(f"{'training' if optimizer is not None else 'validation'} loss {value}")
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            total += loss.item() * len(y)
+            total += value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             count += len(y)
             if bar is not None:
@@ -460,6 +575,9 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
         "project": PROJECT, "format_version": FORMAT_VERSION, "model": args.model, "classes": classes,
         "weights": weights_used, **prep, "val_frac": args.val_frac, "test_frac": args.test_frac,
         "split_seed": args.seed, "data": str(data_root), "data_fingerprint": fingerprint(splits["train"]),
+        # the carved splits' files, relative to --data: evaluate uses exactly these, whatever is added later
+        "split_files": {s: [[f.relative_to(data_root).as_posix(), classes[y]] for f, y in splits[s]]
+                        for s in splits["carved"]},
     }
     # class imbalance: weight each class by 1/frequency (normalised to mean 1), so a rare class's errors count as
     # much in total as a common class's
@@ -487,20 +605,20 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
     if args.resume:
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ProjectError(f"--resume: {state_path} is unreadable ({err.__class__.__name__})") from None
+        saved, state = load_train_state(state_path)
         old = saved["config"]
         for key in ("model", "classes", "crop_size", "data_fingerprint", "weights"):
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run "
                                    f"has {config.get(key)!r}; use a new --ckpt-dir to start afresh")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["loader_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = json.loads(saved["state"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["loader_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+        except Exception as err:
+            raise ProjectError(f"--resume: {state_path} does not fit this model "
+                               f"({str(err).splitlines()[0][:100]})") from None
         if state["epoch"] >= args.epochs or state["bad_epochs"] >= args.patience:
             why = "early stopping had already ended it" if state["bad_epochs"] >= args.patience else \
                 f"it already ran {state['epoch']} of --epochs {args.epochs}"
@@ -515,10 +633,15 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
     for epoch in range(first_epoch, args.epochs + 1):
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
                    file=sys.stderr, dynamic_ncols=True) if show_bar else None
-        tr_loss, tr_acc = run_epoch(model, loader, device, criterion, optimizer, scaler, bar)
-        va_loss, va_acc = run_epoch(model, val_loader, device, criterion)
-        if bar is not None:
-            bar.close()
+        try:
+            tr_loss, tr_acc = run_epoch(model, loader, device, criterion, optimizer, scaler, bar)
+            va_loss, va_acc = run_epoch(model, val_loader, device, criterion)
+        except FloatingPointError as err:
+            raise ProjectError(f"the run diverged in epoch {epoch} ({err}): try a lower --lr than {args.lr:g}; "
+                               f"nothing of epoch {epoch} was saved, {ckpt_dir} keeps what it had") from None
+        finally:
+            if bar is not None:
+                bar.close()
         state["epoch"] = epoch
         state["history"].append([tr_loss, va_loss, tr_acc, va_acc])
         if va_loss < state["best_val"] - 1e-6:
@@ -532,7 +655,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             print(f"  epoch {epoch:>3}/{args.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.1%} | validation loss "
                   f"{va_loss:.4f} acc {va_acc:.1%}{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
             "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:
             if not quiet:
@@ -572,11 +695,52 @@ def predict_dataset(model, dataset, device) -> np.ndarray:
     return torch.cat(probs).numpy()
 
 
+def evaluation_items(config: dict, data_root: Path, split: str) -> tuple[list, str]:
+    """(file, label) pairs of a split, and one line saying where they come from. A split the training run carved is
+    read from the checkpoint's list of files, never carved again: images added to the folder later cannot move
+    training images into the test split. A split given as a folder (<data>/test/) is that folder."""
+    classes = config["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+    splits = find_splits(data_root, config["val_frac"], config["test_frac"], config["split_seed"], classes)
+    held = {}
+    for name in ("test", "val"):
+        if name not in config["split_files"]:
+            held[name] = splits[name]
+            continue
+        saved = config["split_files"][name]
+        unknown = sorted({c for _, c in saved} - set(index))
+        if unknown:
+            raise ProjectError(f"config.json lists {name} files of unknown classes ({', '.join(unknown[:3])}): the "
+                               "checkpoint is damaged")
+        held[name] = [(data_root / rel, index[c]) for rel, c in saved]
+        gone = [rel for rel, _ in saved if not (data_root / rel).is_file()]
+        if gone:
+            raise ProjectError(f"{len(gone)} of the {len(saved)} {name} images the training run held out are gone "
+                               f"from {data_root} (first: {gone[0]}): evaluate needs the same {name} split (train "
+                               "again to split anew)")
+    out = {f for f, _ in held["test"] + held["val"]}
+    seen, rest = set(), []
+    for f, y in splits["train"] + splits["val"] + splits["test"]:
+        if f not in out and f not in seen:
+            seen.add(f)
+            rest.append((f, y))
+    changed = fingerprint(rest) != config["data_fingerprint"]
+    items = {"test": held["test"], "val": held["val"], "train": rest,
+             "all": rest + held["val"] + held["test"]}[split]
+    origin = {s: "the checkpoint's list" if s in config["split_files"] else f"{data_root / s}/" for s in ("test", "val")}
+    how = (f"{split} split: " + (f"the {len(items)} images in {origin[split]} (the files the training run held out)"
+                                 if split in origin else f"{len(items)} images") +
+           ("; note: the other images in the folder differ from those the model was trained on (added, removed or "
+            "changed since): the held-out splits are the saved ones" if changed else ""))
+    return items, how
+
+
 def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_dir: Path, quiet: bool = False) -> dict:
     config = load_config(ckpt_dir)
     classes = config["classes"]
-    splits = find_splits(data_root, config["val_frac"], config["test_frac"], config["split_seed"], classes)
-    items = splits[args.split] if args.split != "all" else splits["train"] + splits["val"] + splits["test"]
+    items, how = evaluation_items(config, data_root, args.split)
+    if not quiet:
+        print(how)
     if not items:
         raise ProjectError(f"{data_root}: the {args.split} split holds no images")
     model = load_model(ckpt_dir, config, device)
@@ -678,6 +842,8 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: Path, device: torch.dev
 
 
 def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, output: Path, quiet: bool = False) -> dict:
+    if output.is_dir():                                  # checked before any work: nothing is written half
+        raise ProjectError(f"--output {output} is a folder: give a file name, e.g. {output / 'predictions.csv'}")
     config = load_config(ckpt_dir)
     files = []
     for path in images:
@@ -737,7 +903,8 @@ def sklearn_photo(name: str) -> torch.Tensor:
 
 def write_demo_dataset(root: Path, counts: dict, side: int, seed: int) -> None:
     """Crops of real photos that installed packages ship, as root/<photo>/<n>.jpg, in the ImageFolder layout.
-    Random square crops (a fifth to half of the photo's short side, anywhere in it), resized to side x side."""
+    Random square crops (a fifth to half of the photo's short side, anywhere in it), resized to side x side.
+    Written into a new folder that then replaces root: no image of an earlier demo (another size) stays behind."""
     from matplotlib.cbook import get_sample_data
 
     photos = {
@@ -750,17 +917,26 @@ def write_demo_dataset(root: Path, counts: dict, side: int, seed: int) -> None:
     }
     rng = np.random.default_rng(seed)
     resize = v2.Resize((side, side), antialias=True)
-    for name, n in counts.items():
-        photo = photos[name]                                          # (3, H, W) uint8
-        h, w = photo.shape[1:]
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            s = int(rng.uniform(0.2, 0.5) * min(h, w)) if h > 200 else int(rng.uniform(0.4, 0.8) * min(h, w))
-            top, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            crop = resize(photo[:, top:top + s, left:left + s])
-            data = torchvision.io.encode_jpeg(crop, quality=90)
-            atomic_write(folder / f"{i:04d}.jpg", lambda p: p.write_bytes(data.numpy().tobytes()))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-new-"))
+    try:
+        for name, n in counts.items():
+            photo = photos[name]                                      # (3, H, W) uint8
+            h, w = photo.shape[1:]
+            (new / name).mkdir()
+            for i in range(n):
+                s = int(rng.uniform(0.2, 0.5) * min(h, w)) if h > 200 else int(rng.uniform(0.4, 0.8) * min(h, w))
+                top, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+                crop = resize(photo[:, top:top + s, left:left + s])
+                (new / name / f"{i:04d}.jpg").write_bytes(torchvision.io.encode_jpeg(crop, quality=90).numpy().tobytes())
+        os.chmod(new, 0o777 & ~current_umask())
+        old = root.parent / f".{root.name}-old-{os.getpid()}"
+        if root.exists():
+            os.replace(root, old)
+        os.replace(new, root)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
 
 
 def run_demo(args, device: torch.device) -> dict:
@@ -910,6 +1086,9 @@ def parse_args(argv):
         parser.error(f"--lr must be positive, got {args.lr}")
     if not 16 <= args.image_size <= 1024:
         parser.error(f"--image-size must be between 16 and 1024, got {args.image_size}")
+    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None))):
+        if path is not None and path.exists() and not path.is_dir():
+            parser.error(f"{flag} {path} is a file: it must be a folder")
     for name, default in (("val_frac", 0.15), ("test_frac", 0.15), ("resume", False), ("split", "test"),
                           ("top_k", 3), ("export_onnx", False)):
         if not hasattr(args, name):
@@ -943,7 +1122,7 @@ def main(argv=None) -> dict:
         raise SystemExit(1) from None
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "command": args.command or "demo", "wall_time_s": time.perf_counter() - start}
-    atomic_write(args.out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2)))
+    atomic_write(args.out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2, allow_nan=False)))
     print(f"\nmetrics: {args.out_dir / 'metrics.json'}  ({record['wall_time_s']:.1f} s)")
     return metrics
 

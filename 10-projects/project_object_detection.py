@@ -68,11 +68,12 @@ from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
 PROJECT = "project_object_detection"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json lists the carved validation and test images (split_files)
 SPLITS = ("train", "val", "test")
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # COCO's mAP@[.5:.95]
 RECALL_POINTS = 101  # COCO's 101-point interpolation: recall 0, 0.01, ..., 1 (np.linspace, as COCO builds it)
 DEMO_CLASSES = ("circle", "square", "triangle")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what predict takes from a folder
 
 
 class ProjectError(Exception):
@@ -103,6 +104,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)                      # mkstemp creates 0600: give the permissions open() would
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -185,14 +189,41 @@ def find_splits(root: Path, val_frac: float, test_frac: float, seed: int) -> dic
             if [c["name"] for c in other["categories"]] != [c["name"] for c in pool["categories"]]:
                 raise ProjectError(f"{present[s]}/annotations.json has other categories than the training split")
             splits[s] = other["images"]
+    splits["carved"] = [s for s in ("test", "val") if s not in present]
     return splits
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it."""
+    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it. torchvision decodes
+    JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG is
+    scaled to 8 bits."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as err:
+        image = pil_image(path, err)
+    if image.ndim == 4:                                   # an animated GIF: (frames, 3, H, W)
+        image = image[0]
+    if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
+    """Pillow's decoding, for the formats torchvision's decode_image does not read: (3, H, W) uint8 RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            if im.mode.startswith("I"):                   # 16/32-bit greyscale: scale to 8 bits, then to RGB
+                a = np.asarray(im, dtype=np.float64)
+                a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).round().astype(np.uint8)
+                a = np.repeat(a[..., None], 3, axis=2)
+            else:
+                a = np.asarray(im.convert("RGB"))
+        return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()
+    except Exception:
+        err = first_error
         why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise ProjectError(f"cannot read image {path} ({why})") from None
 
@@ -349,8 +380,9 @@ def postprocess(output: dict, score_threshold: float, nms_iou: float) -> dict:
 # ----------------------------------------------------------------------------------------------------- checkpointing
 
 
-CONFIG_KEYS = ("categories", "backbone", "image_size", "width", "fpn_channels", "head_convs", "val_frac", "test_frac",
-               "split_seed")  # what build_detector, evaluate and predict read from config.json
+CONFIG_TYPES = {"categories": list, "backbone": str, "image_size": int, "width": int, "fpn_channels": int,
+                "head_convs": int, "val_frac": float, "test_frac": float, "split_seed": int, "data_fingerprint": str,
+                "split_files": dict}  # what build_detector, evaluate and predict read from config.json
 
 
 def open_checkpoint(ckpt_dir: Path, device: torch.device) -> tuple[dict, FCOS]:
@@ -368,10 +400,20 @@ def open_checkpoint(ckpt_dir: Path, device: torch.device) -> tuple[dict, FCOS]:
         raise unusable(f"config.json is damaged ({type(err).__name__})") from None
     if owner != PROJECT:
         raise unusable(f"a checkpoint of {owner or 'something else'!r}, not of {PROJECT}")
-    if config.get("format_version") != FORMAT_VERSION or any(k not in config for k in CONFIG_KEYS):
-        raise unusable(f"config.json is format {config.get('format_version')!r} or lacks keys; this program "
-                       f"writes format {FORMAT_VERSION}: train again")
-    model = build_detector(config)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise unusable(f"config.json is format {config.get('format_version')!r}; this program reads format "
+                       f"{FORMAT_VERSION}: train again (or use the program version that wrote it)")
+    bad = [k for k, t in CONFIG_TYPES.items()
+           if not isinstance(config.get(k), (int, float) if t is float else t) or isinstance(config.get(k), bool)]
+    if not bad and not (config["categories"] and all(isinstance(c, dict) and isinstance(c.get("name"), str) and
+                                                     isinstance(c.get("id"), int) for c in config["categories"])):
+        bad = ["categories"]
+    if bad:
+        raise unusable(f"config.json lacks {', '.join(bad)} (or has the wrong type there): the checkpoint is damaged")
+    try:
+        model = build_detector(config)
+    except Exception as err:                              # sizes no detector can be built with
+        raise unusable(f"config.json describes no buildable detector ({str(err).splitlines()[0][:100]})") from None
     try:  # a missing or truncated model.pt, another model's weights: one line, not a traceback
         model.load_state_dict(torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True))
     except Exception as err:
@@ -460,6 +502,38 @@ def torchmetrics_map(preds: list, gts: list):
     return (float(r["map_50"]), float(r["map"])), f"torchmetrics ({backend})"
 
 
+TRAIN_STATE_TYPES = {"format_version": int, "model": dict, "optimizer": dict, "scheduler": dict, "config": dict,
+                     "loader_rng": torch.Tensor, "torch_rng": torch.Tensor, "state": str}
+
+
+def load_train_state(path: Path) -> tuple[dict, dict]:
+    """train_state.pt -> (its dict, the early-stopping state), if it is this project's, of this format, with every
+    entry of the right type; else one ProjectError line (a copied model.pt, another project's file...)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
+    owner = saved.get("project") if isinstance(saved, dict) else None
+    if owner != PROJECT:
+        what = f"of {owner!r}" if isinstance(owner, str) else "of another project or a model.pt, not a train state"
+        raise ProjectError(f"--resume: {path} is {what}, not a train state of {PROJECT}; use a new --ckpt-dir")
+    bad = [k for k, t in TRAIN_STATE_TYPES.items() if not isinstance(saved.get(k), t)]
+    if not bad and saved["format_version"] != FORMAT_VERSION:
+        bad = [f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})"]
+    try:
+        state = json.loads(saved["state"]) if not bad else None
+        if not bad and not (isinstance(state, dict) and all(isinstance(state.get(k), (int, float)) for k in
+                                                            ("epoch", "best_val", "best_epoch", "bad_epochs"))
+                            and isinstance(state.get("history"), list)):
+            bad = ["state"]
+    except ValueError:
+        bad = ["state"]
+    if bad:
+        raise ProjectError(f"--resume: {path} is damaged or of another version ({', '.join(bad)}); use a new "
+                           "--ckpt-dir to start afresh")
+    return saved, state
+
+
 # ------------------------------------------------------------------------------------------------------------ train
 
 
@@ -499,7 +573,10 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
               "backbone_weights": weights, "image_size": args.image_size, "width": args.width,
               "fpn_channels": args.fpn_channels, "head_convs": args.head_convs, "val_frac": args.val_frac,
               "test_frac": args.test_frac, "split_seed": args.seed, "data": str(data_root),
-              "data_fingerprint": fingerprint(splits["train"])}
+              "data_fingerprint": fingerprint(splits["train"]),
+              # the carved splits' images, relative to --data: evaluate uses exactly these, whatever is added later
+              "split_files": {s: [r["file"].relative_to(data_root).as_posix() for r in splits[s]]
+                              for s in splits["carved"]}}
     torch.manual_seed(args.seed)
     model = build_detector(config)
     if weights == "imagenet":
@@ -529,21 +606,21 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
     if args.resume:
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ProjectError(f"--resume: {state_path} is unreadable ({err.__class__.__name__})") from None
+        saved, state = load_train_state(state_path)
         old = saved["config"]
         for key in ("categories", "backbone", "image_size", "width", "fpn_channels", "head_convs", "data_fingerprint"):
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with a different {key} "
                                    f"({str(old.get(key))[:60]}); use a new --ckpt-dir to start afresh")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["loader_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = json.loads(saved["state"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            gen.set_state(saved["loader_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+        except Exception as err:
+            raise ProjectError(f"--resume: {state_path} does not fit this model "
+                               f"({str(err).splitlines()[0][:100]})") from None
         if state["epoch"] >= args.epochs or state["bad_epochs"] >= args.patience:
             why = "early stopping had already ended it" if state["bad_epochs"] >= args.patience else \
                 f"it already ran {state['epoch']} of --epochs {args.epochs}"
@@ -566,6 +643,11 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 losses = model(images, targets)         # classification (focal), box (GIoU), centerness (BCE)
             loss = sum(losses.values())
+            value = loss.item()
+            if not math.isfinite(value):             # diverged: stop before a step or a save can spread it
+                raise ProjectError(f"the run diverged in epoch {epoch} (training loss {value}): try a lower --lr "
+                                   f"than {args.lr:g}; nothing of epoch {epoch} was saved, {ckpt_dir} keeps what "
+                                   "it had")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -573,7 +655,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total, count = total + loss.item() * len(images), count + len(images)
+            total, count = total + value * len(images), count + len(images)
         val_map = mean_average_precision(detect(model, val_set, device), val_gt, len(categories))["map50"]
         state["epoch"] = epoch
         state["history"].append([total / count, val_map])
@@ -588,7 +670,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             print(f"  epoch {epoch:>3}/{args.epochs}: train loss {total / count:.4f} | validation mAP@0.5 "
                   f"{val_map:.3f}{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "config": config, "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:
@@ -607,6 +689,35 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
 # --------------------------------------------------------------------------------------------------------- evaluate
 
 
+def evaluation_records(config: dict, splits: dict, data_root: Path, split: str) -> tuple[list, str]:
+    """The image records of a split, and one line saying where they come from. A split the training run carved is
+    read from the checkpoint's list of images (their boxes from today's annotations.json), never carved again:
+    images added later cannot move training images into the test split. A split given as a folder is that folder."""
+    everything = splits["train"] + splits["val"] + splits["test"]
+    by_name = {r["file"].relative_to(data_root).as_posix(): r for r in everything}
+    held = {}
+    for name in ("test", "val"):
+        if name not in config["split_files"]:
+            held[name] = splits[name]
+            continue
+        saved = config["split_files"][name]
+        gone = [f for f in saved if f not in by_name]
+        if gone:
+            raise ProjectError(f"{len(gone)} of the {len(saved)} {name} images the training run held out are gone "
+                               f"from {data_root} (first: {gone[0]}): evaluate needs the same {name} split (train "
+                               "again to split anew)")
+        held[name] = [by_name[f] for f in saved]
+    out = {id(r) for r in held["test"] + held["val"]}
+    rest = [r for r in everything if id(r) not in out]
+    changed = fingerprint(rest) != config["data_fingerprint"]
+    records = {"test": held["test"], "val": held["val"], "train": rest, "all": rest + held["val"] + held["test"]}[split]
+    how = (f"{split} split: " + (f"the {len(records)} images the training run held out (listed in the checkpoint)"
+                                 if split in config["split_files"] else f"{len(records)} images") +
+           ("; note: the other images differ from those the model was trained on (added, removed or changed "
+            "since): the held-out splits are the saved ones" if changed else ""))
+    return records, how
+
+
 def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_dir: Path, quiet: bool = False) -> dict:
     config, model = open_checkpoint(ckpt_dir, device)
     splits = find_splits(data_root, config["val_frac"], config["test_frac"], config["split_seed"])
@@ -614,7 +725,9 @@ def evaluate(args, device: torch.device, data_root: Path, ckpt_dir: Path, out_di
     if [c["name"] for c in splits["categories"]] != names:
         raise ProjectError(f"{data_root} has categories {[c['name'] for c in splits['categories']]}; the checkpoint "
                            f"was trained on {names}")
-    records = splits[args.split] if args.split != "all" else splits["train"] + splits["val"] + splits["test"]
+    records, how = evaluation_records(config, splits, data_root, args.split)
+    if not quiet:
+        print(how)
     cat_to_label = {c["id"]: i + 1 for i, c in enumerate(splits["categories"])}
     dataset = CocoImages(records, cat_to_label)
     preds, gts = detect(model, dataset, device), ground_truth(dataset)
@@ -662,11 +775,13 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, output: Path, quiet: bool = False) -> dict:
+    if output.is_dir():                                  # checked before any work: nothing is written half
+        raise ProjectError(f"--output {output} is a folder: give a file name, e.g. {output / 'predictions.json'}")
     config, model = open_checkpoint(ckpt_dir, device)
     files = []
     for path in images:
         if path.is_dir():
-            files += sorted(f for f in path.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+            files += sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
             files.append(path)
         else:
@@ -674,6 +789,10 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
     if not files:
         raise ProjectError(f"no image files in {', '.join(map(str, images))}")
     pixels = [read_image(f) for f in files]                    # every file is read before anything is written
+    blocked = [p for p in [output.parent / f"{f.stem}_detections.png" for f in files] if p.is_dir()]
+    if blocked:
+        raise ProjectError(f"{blocked[0]} is a folder: the drawn image cannot be written there (choose another "
+                           "--output folder)")
     names = [c["name"] for c in config["categories"]]
     results, drawn = [], []
     with torch.inference_mode():
@@ -916,6 +1035,9 @@ def parse_args(argv):
         parser.error(f"--lr must be positive, got {args.lr}")
     if not 32 <= args.image_size <= 2048:
         parser.error(f"--image-size must be between 32 and 2048, got {args.image_size}")
+    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None))):
+        if path is not None and path.exists() and not path.is_dir():
+            parser.error(f"{flag} {path} is a file: it must be a folder")
     if args.fpn_channels < 32 or args.fpn_channels % 32:
         parser.error(f"--fpn-channels must be a positive multiple of 32, got {args.fpn_channels}")
     if args.width < 2 or args.width % 2:
@@ -953,7 +1075,7 @@ def main(argv=None) -> dict:
         raise SystemExit(1) from None
     record = dict(metrics=metrics, torch_version=torch.__version__, device=str(device), seed=args.seed,
                   smoke=args.smoke, command=args.command or "demo", wall_time_s=time.perf_counter() - start)
-    atomic_write(args.out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2)))
+    atomic_write(args.out_dir / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=2, allow_nan=False)))
     print(f"\nmetrics: {args.out_dir / 'metrics.json'}  ({record['wall_time_s']:.1f} s)")
     return metrics
 

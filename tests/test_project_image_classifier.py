@@ -3,7 +3,12 @@ split, resume, the stand-in cache check, ONNX export, bad inputs."""
 
 import csv
 import json
+import os
+import shutil
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from harness import REPO, load_script, run_subprocess
@@ -14,8 +19,9 @@ PROJECT = "10-projects/project_image_classifier.py"
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
 
 
-def write_image_folder(root, per_class=(12, 8, 5), side=32, seed=0):
-    """root/<colour>/<n>.png: noisy images whose dominant colour is the class (learnable in a few steps)."""
+def write_image_folder(root, per_class=(12, 8, 5), side=32, seed=0, first=0):
+    """root/<colour>/<n>.png (n from `first`): noisy images whose dominant colour is the class (learnable in a few
+    steps)."""
     from torchvision.io import write_png
 
     g = torch.Generator().manual_seed(seed)
@@ -24,7 +30,7 @@ def write_image_folder(root, per_class=(12, 8, 5), side=32, seed=0):
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             img = torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1) + 50 * torch.randn(3, side, side, generator=g)
-            write_png(img.clamp(0, 255).to(torch.uint8), str(folder / f"{i:03d}.png"))
+            write_png(img.clamp(0, 255).to(torch.uint8), str(folder / f"{first + i:03d}.png"))
     return root
 
 
@@ -214,3 +220,136 @@ def test_demo_default_run(run_lesson):
     assert m["test_accuracy"] >= 0.85 and m["test_accuracy"] >= 3 * m["chance_accuracy"]
     assert m["test_balanced_accuracy"] >= 0.8, "the minority class is not sacrificed to the majority"
     assert m["sklearn_max_diff"] < 1e-9
+
+
+# ------------------------------------------------------------------ one small checkpoint, copied by the tests below
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, project):
+    """A one-epoch --smoke checkpoint on 6 images per colour (test split: one per class), trained once per module."""
+    base = tmp_path_factory.mktemp("ic_trained")
+    data = write_image_folder(base / "d", per_class=(6, 6, 6))
+    project.main(train_args(base, data, "--epochs", "1"))
+    return base
+
+
+@pytest.fixture
+def copied(tmp_path, trained):
+    """tmp_path/d (the data) and tmp_path/ck (the checkpoint): a copy of `trained` a test may change."""
+    for name in ("d", "ck", "cache"):
+        shutil.copytree(trained / name, tmp_path / name)
+    return tmp_path / "d", tmp_path / "ck"
+
+
+def test_evaluate_uses_exactly_the_test_files_training_held_out(tmp_path, copied, project, capsys, fails):
+    data, ckpt = copied
+    write_image_folder(data, per_class=(14, 14, 14), seed=7, first=100)   # the folder grows after training
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(data),
+                      "--ckpt-dir", str(ckpt)])
+    out = capsys.readouterr().out
+    assert m["images"] == 3, "re-carving 20 images per class would give 9 test images, most of them trained on"
+    held = json.loads((ckpt / "config.json").read_text())["split_files"]["test"]
+    assert len(held) == 3 and {c for _, c in held} == {"blue", "green", "red"}, "one test image per class"
+    assert "held out" in out and "differ from those the model was trained on" in out
+    (data / held[0][0]).unlink()
+    err = fails("evaluate", "--data", data, "--ckpt-dir", ckpt)
+    assert "gone" in err and held[0][0] in err, "a held-out test image that vanished is named"
+
+
+def test_files_are_written_with_ordinary_permissions(trained):
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.pt", "config.json", "train_state.pt"):
+        assert (trained / "ck" / f).stat().st_mode & 0o777 == 0o666 & ~umask, f"{f}: not 0600 as mkstemp made it"
+
+
+def test_foreign_or_reshaped_train_state_gets_one_line(tmp_path, copied, fails):
+    data, ckpt = copied
+    state = ckpt / "train_state.pt"
+    resume = ["train", "--data", data, "--image-size", "32", "--smoke", "--epochs", "2", "--ckpt-dir", ckpt,
+              "--resume"]
+    shutil.copy(ckpt / "model.pt", state)                                    # a plain model.pt copied over it
+    assert "not a train state" in fails(*resume)
+    torch.save({"project": "project_simple_gan", "state": "{}"}, state)     # another project's train state
+    assert "project_simple_gan" in fails(*resume)
+    torch.save({"project": "project_image_classifier", "format_version": 2, "config": "x"}, state)
+    assert "damaged" in fails(*resume)
+    torch.save([1, 2, 3], state)
+    assert "not a train state" in fails(*resume)
+
+
+def test_wrongly_shaped_config_gets_one_line(tmp_path, copied, fails):
+    data, ckpt = copied
+    image = data / "red" / "000.png"
+    config = json.loads((ckpt / "config.json").read_text())
+    for content, expected in (([], "JSON list"), ({"project": "project_image_classifier", "format_version": 2},
+                                                   "lacks model"),
+                              ({**config, "format_version": 99}, "format 99"),
+                              ({**config, "classes": "red"}, "lacks classes")):
+        (ckpt / "config.json").write_text(json.dumps(content))
+        assert expected in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", tmp_path / "p.csv")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_diverged_run_exits_nonzero_and_keeps_the_checkpoint(tmp_path, copied, fails):
+    data, ckpt = copied
+    before = {f: (ckpt / f).read_bytes() for f in ("model.pt", "config.json", "train_state.pt")}
+    err = fails("train", "--data", data, "--image-size", "32", "--smoke", "--epochs", "2", "--ckpt-dir", ckpt,
+                "--lr", "1e9")
+    assert "diverged" in err and "--lr" in err
+    assert {f: (ckpt / f).read_bytes() for f in before} == before, "the good checkpoint is not overwritten"
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_output_that_is_a_folder_gets_one_line(tmp_path, copied, fails):
+    data, ckpt = copied
+    (tmp_path / "adir").mkdir()
+    assert "is a folder" in fails("predict", "--images", data / "red", "--ckpt-dir", ckpt, "--output",
+                                  tmp_path / "adir")
+    assert list((tmp_path / "adir").iterdir()) == []
+
+
+def test_gif_16bit_png_bmp_and_tiff_are_read(tmp_path, copied, project):
+    """An animated GIF gives its first frame, a 16-bit PNG is scaled to 8 bits, BMP and TIFF go through Pillow."""
+    from PIL import Image
+
+    data, ckpt = copied
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    red = np.array(Image.open(data / "red" / "000.png").convert("RGB"))
+    Image.fromarray(red).save(folder / "a.gif", save_all=True, append_images=[Image.fromarray(255 - red)])
+    Image.fromarray(red).save(folder / "a.bmp")
+    Image.fromarray(red).save(folder / "a.tif")
+    grey = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(grey).save(folder / "g16.png")
+    for name in ("a.gif", "a.bmp", "a.tif"):
+        img = project.read_image(folder / name)
+        assert img.shape == (3, 32, 32) and img.dtype == torch.uint8, name
+        if name != "a.gif":                                                  # GIF: a 256-colour palette
+            assert torch.equal(img.permute(1, 2, 0), torch.from_numpy(red)), name
+    g = project.read_image(folder / "g16.png")
+    assert g.dtype == torch.uint8 and g.shape == (3, 32, 32)
+    assert abs(int(g[0, 16, 0]) - round(grey[16, 0] / 257)) <= 1 and g[0].max() == 255, "65535 -> 255"
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "predict", "--images", str(folder),
+                      "--ckpt-dir", str(ckpt), "--output", str(tmp_path / "p.csv")])
+    assert m["images"] == 4
+    rows = {Path(r["file"]).name: r["top1"] for r in csv.DictReader((tmp_path / "p.csv").open())}
+    assert rows["a.bmp"] == rows["a.tif"] == "red"
+
+
+def test_models_that_need_another_input_size_get_one_line(tmp_path, fails):
+    data = write_image_folder(tmp_path / "d", per_class=(4, 4, 4))
+    err = fails("train", "--data", data, "--model", "vit_b_16", "--image-size", "32", "--smoke", "--epochs", "1")
+    assert "cannot take 32x32" in err and "--image-size 224" in err
+    err = fails("train", "--data", data, "--model", "inception_v3", "--image-size", "48", "--smoke", "--epochs", "1")
+    assert "cannot take 48x48" in err
+
+
+def test_demo_data_is_written_afresh(tmp_path, project):
+    root = tmp_path / "demo"
+    project.write_demo_dataset(root, {"china": 5, "flower": 4}, side=16, seed=0)
+    (root / "china" / "stray.jpg").write_bytes((root / "china" / "0000.jpg").read_bytes())
+    project.write_demo_dataset(root, {"china": 2, "flower": 3}, side=16, seed=0)
+    assert sorted(p.name for p in (root / "china").iterdir()) == ["0000.jpg", "0001.jpg"]
+    assert len(list((root / "flower").iterdir())) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]

@@ -2,6 +2,8 @@
 the boxes, NMS, the demo, the three subcommands as a learner runs them, resume, bad inputs."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -188,6 +190,12 @@ def test_train_evaluate_predict_as_a_learner(tmp_path):
     assert m["images"] == 4, "15% of 24 images: the test split the training run carved"
     assert 0 <= m["map50_95"] <= m["map50"] <= 1
     assert (tmp_path / "ev" / "precision_recall.png").stat().st_size > 5_000
+    done = run_cli(tmp_path, "evaluate", "--data", data, "--ckpt-dir", ckpt, "--out-dir", tmp_path / "ev", "--split",
+                   "val")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert m["images"] == 2 and m["map50"] == pytest.approx(config["best_val_map50"], abs=1e-9), \
+        "evaluate's mAP (checkpoint reloaded, labels mapped from the data) must equal training's validation mAP"
 
     out = tmp_path / "preds" / "detections.json"
     done = run_cli(tmp_path, "predict", "--images", data / "images" / "0.png", data / "images" / "1.png",
@@ -279,3 +287,122 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project
     coco["categories"][0]["name"] = "ball"
     (data / "annotations.json").write_text(json.dumps(coco))
     assert "trained on" in fails("evaluate", "--data", data, "--ckpt-dir", ckpt)
+
+
+# ------------------------------------------------------------------ one small checkpoint, copied by the tests below
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, project):
+    """A one-epoch checkpoint on 16 scenes (test split: 2 images, validation: 2), trained once per module."""
+    base = tmp_path_factory.mktemp("od_trained")
+    data = write_coco(base / "d", n=16)
+    project.main(["--device", "cpu", "--out-dir", str(base / "o"), "train", "--data", str(data), *TINY,
+                  "--epochs", "1", "--ckpt-dir", str(base / "ck")])
+    return base
+
+
+@pytest.fixture
+def copied(tmp_path, trained):
+    """tmp_path/d (the data) and tmp_path/ck (the checkpoint): a copy of `trained` a test may change."""
+    for name in ("d", "ck"):
+        shutil.copytree(trained / name, tmp_path / name)
+    return tmp_path / "d", tmp_path / "ck"
+
+
+def test_evaluate_uses_exactly_the_test_images_training_held_out(tmp_path, copied, project, capsys, fails):
+    data, ckpt = copied
+    write_coco(data, n=40)                              # the same 16 scenes first, then 24 more: the folder grows
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(data),
+                      "--ckpt-dir", str(ckpt)])
+    out = capsys.readouterr().out
+    assert m["images"] == 2, "re-carving 40 images would give 6 test images, some of them trained on"
+    held = json.loads((ckpt / "config.json").read_text())["split_files"]["test"]
+    assert len(held) == 2 and "held out" in out and "differ from those the model was trained on" in out
+    coco = json.loads((data / "annotations.json").read_text())
+    gone = next(im["id"] for im in coco["images"] if f"images/{im['file_name']}" == held[0])
+    coco["images"] = [im for im in coco["images"] if im["id"] != gone]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != gone]
+    (data / "annotations.json").write_text(json.dumps(coco))
+    err = fails("evaluate", "--data", data, "--ckpt-dir", ckpt)
+    assert "gone" in err and held[0] in err, "a held-out test image that vanished is named"
+
+
+def test_files_are_written_with_ordinary_permissions(trained):
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.pt", "config.json", "train_state.pt"):
+        assert (trained / "ck" / f).stat().st_mode & 0o777 == 0o666 & ~umask, f"{f}: not 0600 as mkstemp made it"
+
+
+def test_foreign_or_reshaped_train_state_gets_one_line(copied, fails):
+    data, ckpt = copied
+    state = ckpt / "train_state.pt"
+    resume = ["train", "--data", data, *TINY, "--epochs", "2", "--ckpt-dir", ckpt, "--resume"]
+    shutil.copy(ckpt / "model.pt", state)                                    # a plain model.pt copied over it
+    assert "not a train state" in fails(*resume)
+    torch.save({"project": "project_time_series", "state": "{}"}, state)    # another project's train state
+    assert "project_time_series" in fails(*resume)
+    torch.save({"project": "project_object_detection", "format_version": 2, "config": "x"}, state)
+    assert "damaged" in fails(*resume)
+    torch.save([1, 2, 3], state)
+    assert "not a train state" in fails(*resume)
+
+
+def test_wrongly_shaped_config_gets_one_line(tmp_path, copied, fails):
+    data, ckpt = copied
+    image = data / "images" / "0.png"
+    config = json.loads((ckpt / "config.json").read_text())
+    for content, expected in (([], "damaged"), ({"project": "project_object_detection", "format_version": 2},
+                                                 "lacks categories"),
+                              ({**config, "format_version": 99}, "format 99"),
+                              ({**config, "categories": ["disc"]}, "lacks categories"),
+                              ({**config, "image_size": "big"}, "lacks image_size")):
+        (ckpt / "config.json").write_text(json.dumps(content))
+        assert expected in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", tmp_path / "p" / "p.json")
+    assert not (tmp_path / "p").exists()
+
+
+def test_diverged_run_exits_nonzero_and_keeps_the_checkpoint(tmp_path, copied, fails):
+    data, ckpt = copied
+    before = {f: (ckpt / f).read_bytes() for f in ("model.pt", "config.json", "train_state.pt")}
+    err = fails("train", "--data", data, *TINY, "--epochs", "2", "--ckpt-dir", ckpt, "--lr", "1e9")
+    assert "diverged" in err and "--lr" in err
+    assert {f: (ckpt / f).read_bytes() for f in before} == before, "the good checkpoint is not overwritten"
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_output_that_is_a_folder_gets_one_line(tmp_path, copied, fails):
+    data, ckpt = copied
+    (tmp_path / "adir").mkdir()
+    assert "is a folder" in fails("predict", "--images", data / "images" / "0.png", "--ckpt-dir", ckpt, "--output",
+                                  tmp_path / "adir")
+    assert list((tmp_path / "adir").iterdir()) == []
+
+
+def test_gif_16bit_png_bmp_and_tiff_are_read(tmp_path, copied, project):
+    """An animated GIF gives its first frame, a 16-bit PNG is scaled to 8 bits, BMP and TIFF go through Pillow."""
+    from PIL import Image
+
+    data, ckpt = copied
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    scene = np.array(Image.open(data / "images" / "0.png").convert("RGB"))
+    Image.fromarray(scene).save(folder / "a.gif", save_all=True, append_images=[Image.fromarray(255 - scene)])
+    Image.fromarray(scene).save(folder / "a.bmp")
+    Image.fromarray(scene).save(folder / "a.tif")
+    grey = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(grey).save(folder / "g16.png")
+    for name in ("a.gif", "a.bmp", "a.tif"):
+        img = project.read_image(folder / name)
+        assert img.shape == (3, 64, 64) and img.dtype == torch.uint8, name
+        if name != "a.gif":                                                  # GIF: a 256-colour palette
+            assert torch.equal(img.permute(1, 2, 0), torch.from_numpy(scene)), name
+    g = project.read_image(folder / "g16.png")
+    assert g.dtype == torch.uint8 and g.shape == (3, 64, 64)
+    assert abs(int(g[0, 32, 0]) - round(grey[32, 0] / 257)) <= 1 and g[0].max() == 255, "65535 -> 255"
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "predict", "--images", str(folder),
+                      "--ckpt-dir", str(ckpt), "--output", str(tmp_path / "p" / "p.json"), "--score-threshold", "0"])
+    assert m["images"] == 4
+    got = {r["file"].rsplit("/", 1)[-1]: r["detections"] for r in json.loads((tmp_path / "p" / "p.json").read_text())}
+    assert got["a.bmp"] == got["a.tif"], "the same pixels, the same detections"
