@@ -655,7 +655,8 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             print(f"  epoch {epoch:>3}/{args.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.1%} | validation loss "
                   f"{va_loss:.4f} acc {va_acc:.1%}{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "config": config,
             "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:
             if not quiet:
@@ -727,7 +728,8 @@ def evaluation_items(config: dict, data_root: Path, split: str) -> tuple[list, s
     changed = fingerprint(rest) != config["data_fingerprint"]
     items = {"test": held["test"], "val": held["val"], "train": rest,
              "all": rest + held["val"] + held["test"]}[split]
-    origin = {s: "the checkpoint's list" if s in config["split_files"] else f"{data_root / s}/" for s in ("test", "val")}
+    origin = {s: "the checkpoint's list" if s in config["split_files"] else f"{data_root / s}/"
+              for s in ("test", "val")}
     how = (f"{split} split: " + (f"the {len(items)} images in {origin[split]} (the files the training run held out)"
                                  if split in origin else f"{len(items)} images") +
            ("; note: the other images in the folder differ from those the model was trained on (added, removed or "
@@ -928,7 +930,8 @@ def write_demo_dataset(root: Path, counts: dict, side: int, seed: int) -> None:
                 s = int(rng.uniform(0.2, 0.5) * min(h, w)) if h > 200 else int(rng.uniform(0.4, 0.8) * min(h, w))
                 top, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
                 crop = resize(photo[:, top:top + s, left:left + s])
-                (new / name / f"{i:04d}.jpg").write_bytes(torchvision.io.encode_jpeg(crop, quality=90).numpy().tobytes())
+                jpeg = torchvision.io.encode_jpeg(crop, quality=90)
+                (new / name / f"{i:04d}.jpg").write_bytes(jpeg.numpy().tobytes())
         os.chmod(new, 0o777 & ~current_umask())
         old = root.parent / f".{root.name}-old-{os.getpid()}"
         if root.exists():

@@ -73,7 +73,8 @@ SPLITS = ("train", "val", "test")
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # COCO's mAP@[.5:.95]
 RECALL_POINTS = 101  # COCO's 101-point interpolation: recall 0, 0.01, ..., 1 (np.linspace, as COCO builds it)
 DEMO_CLASSES = ("circle", "square", "triangle")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what predict takes from a folder
+# what predict takes from a folder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ProjectError(Exception):
@@ -670,7 +671,8 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             print(f"  epoch {epoch:>3}/{args.epochs}: train loss {total / count:.4f} | validation mAP@0.5 "
                   f"{val_map:.3f}{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "config": config, "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:

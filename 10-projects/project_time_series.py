@@ -455,7 +455,8 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
             print(f"  epoch {epoch:>3}/{args.epochs}: train {total / count:.4f}  validation {val:.4f}"
                   f"{'  (best, saved)' if state['best_epoch'] == epoch else ''}")
         atomic_write(state_path, lambda p: torch.save({
-            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config,
+            "project": PROJECT, "format_version": FORMAT_VERSION, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "config": config,
             "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, p))
         if state["bad_epochs"] >= args.patience:
             if not quiet:

@@ -359,7 +359,8 @@ def test_wrongly_shaped_config_gets_one_line(tmp_path, copied, fails):
                               ({**config, "categories": ["disc"]}, "lacks categories"),
                               ({**config, "image_size": "big"}, "lacks image_size")):
         (ckpt / "config.json").write_text(json.dumps(content))
-        assert expected in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", tmp_path / "p" / "p.json")
+        assert expected in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output",
+                                 tmp_path / "p" / "p.json")
     assert not (tmp_path / "p").exists()
 
 

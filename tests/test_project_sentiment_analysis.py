@@ -2,8 +2,8 @@
 short), the three subcommands as a learner runs them on the aclImdb layout and a CSV, resume, bad inputs."""
 
 import csv
-import os
 import json
+import os
 import random
 
 import pytest
