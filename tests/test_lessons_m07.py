@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.smoke
 
@@ -29,6 +30,40 @@ def test_01_rnn_basics(run_lesson, device):
     assert m["exploding_grad_ratio_first_over_last"] > 1e3, "ReLU + large W_hh: the gradient must explode"
     assert m["grad_norm_before_clip"] > 100 * m["max_norm"]
     assert m["grad_norm_after_clip"] == pytest.approx(m["max_norm"], rel=1e-4)
+
+
+def test_01_clipping_claim_follows_the_run(run_lesson, capsys):
+    # --hidden 1: over 30 steps the float32 norm overflowed to inf (metrics.json held Infinity, the clip zeroed the
+    # gradient); the demo shortens the sequence until the norm is finite, and run_lesson checks every metric is
+    m = run_lesson(RNN, "--hidden", "1")
+    assert m["grad_norm_before_clip"] > 100 * m["max_norm"]
+    assert m["grad_norm_after_clip"] == pytest.approx(m["max_norm"], rel=1e-4)
+    assert "Clipping fixes the exploding part" in capsys.readouterr().out
+    # a --max-norm above the gradient's norm: nothing is clipped, and the lesson must not claim it was
+    m = run_lesson(RNN, "--max-norm", "1e12")
+    assert m["grad_norm_after_clip"] == pytest.approx(m["grad_norm_before_clip"], rel=1e-5)
+    out = capsys.readouterr().out
+    assert "Clipping fixes" not in out and "Clipping had nothing to do here" in out
+
+
+def test_01_refuses_steps_whose_gradients_leave_float64():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / RNN, "m07_rnn_long_steps")
+    with pytest.raises(SystemExit) as err:
+        lesson.parse_args(["--steps", "1200"])
+    assert err.value.code == 2  # argparse's usage error, before any work
+
+
+def test_01_02_float64_demos_leave_mps_for_the_cpu():
+    """MPS has no float64: the float64 gradient demos of 01 and 02 must run on the CPU there, and stay put elsewhere."""
+    from harness import REPO, load_script
+
+    for path in (RNN, "07-rnn-sequences/02_lstm.py"):
+        lesson = load_script(REPO / path, "m07_f64_" + path.split("/")[1][:2])
+        assert lesson.float64_device(torch.device("mps")) == torch.device("cpu")
+        for kept in ("cpu", "cuda"):
+            assert lesson.float64_device(torch.device(kept)) == torch.device(kept)
 
 
 @pytest.mark.subprocess
