@@ -173,10 +173,40 @@ def test_05_time_series(run_lesson):
     assert m["sp500_test_windows"] > 20
 
 
+SEQ2SEQ = "07-rnn-sequences/06_seq2seq.py"
+YEAR_MARGIN = 0.07  # smoke: the lesson's model is 9-13 points above the input-blind ceiling (seeds 0-2), a zeroed encoder 1 below
+
+
 def test_06_seq2seq(run_lesson):
-    m = run_lesson("07-rnn-sequences/06_seq2seq.py")
-    assert m["char_acc_teacher_forced"] > 0.4, "far above the 1/44 of chance per character after a short run"
+    m = run_lesson(SEQ2SEQ)
+    # position priors alone reach ~50% per character, so a bare char-accuracy threshold passes an encoder that
+    # ignores its input; the year's four characters are what only the input can decide
+    assert m["year_acc_teacher_forced"] > m["year_acc_input_blind_ceiling"] + YEAR_MARGIN, \
+        "the decoder must read the year from the encoder, beyond what ignoring the input can expect"
+    assert 0.4 < m["year_acc_input_blind_ceiling"] < 0.5 and 0.5 < m["char_acc_input_blind_ceiling"] < 0.6
     assert m["test_pairs"] > 0 and m["train_pairs"] > 1000
+
+
+def test_06_seq2seq_assertion_fails_an_encoder_that_ignores_its_input(tmp_path):
+    """The check above, against the reviewer's broken copy: an encode() returning zeros must fall short of it."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / SEQ2SEQ, "m07_seq2seq_blind")
+    real_encode = lesson.Seq2Seq.encode
+    lesson.Seq2Seq.encode = lambda self, src, lengths: torch.zeros_like(real_encode(self, src, lengths))
+    m = lesson.main(["--smoke", "--device", "cpu", "--seed", "0", "--tf-steps", "1", "--out-dir", str(tmp_path)])
+    assert m["year_acc_teacher_forced"] <= m["year_acc_input_blind_ceiling"] + YEAR_MARGIN
+    assert m["char_acc_teacher_forced"] > 0.4  # the old assertion, which this broken model passed
+
+
+def test_06_batch_larger_than_the_training_set_is_a_usage_error():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / SEQ2SEQ, "m07_seq2seq_batch")
+    with pytest.raises(SystemExit) as err:
+        lesson.parse_args(["--smoke", "--batch-size", "6000"])  # the smoke run has 5000 training pairs
+    assert err.value.code == 2
+    assert lesson.parse_args(["--batch-size", "6000"]).batch_size == 6000  # the default run has 20000
 
 
 def test_07_attention(run_lesson, device):
@@ -226,8 +256,9 @@ def test_05_time_series_default_run(run_lesson):
 
 @pytest.mark.default_run
 def test_06_seq2seq_default_run(run_lesson):
-    m = run_lesson("07-rnn-sequences/06_seq2seq.py", smoke=False)
+    m = run_lesson(SEQ2SEQ, smoke=False)
     assert m["exact_acc"] > 0.9, "exact-sequence accuracy well above 90% on held-out dates"
+    assert m["char_acc_teacher_forced"] > m["char_acc_input_blind_ceiling"] + 0.3
     assert m["tf1_exact_acc"] > m["tf0_exact_acc"] + 0.1, \
         "same short budget: full teacher forcing learns measurably faster than none (about 52% vs 31% exact)"
 
