@@ -85,8 +85,9 @@ def test_02_lstm(run_lesson, device):
     assert m["forget_gate_mean"] > 0.9
 
 
-def test_03_gru(run_lesson, device):
+def test_03_gru(run_lesson, device, tmp_path):
     m = run_lesson("07-rnn-sequences/03_gru.py")
+    assert (tmp_path / "out" / "comparison.png").is_file(), "--out-dir's help promises comparison.png"
     assert m["gru_layouts_checked"] == 8 and m["gru_by_hand_max_abs_diff"] < by_hand_tol(device)
     assert m["gru_paper_variant_min_abs_diff"] > 1e-2, "the paper's reset-before-product GRU is not nn.GRU"
     assert m["param_formula_mismatches"] == 0
@@ -95,6 +96,16 @@ def test_03_gru(run_lesson, device):
     assert (m["gru_params"] - head) * 4 == (m["lstm_params"] - head) * 3, "GRU = 3/4 of the LSTM at the same size"
     assert m["lstm_test_acc"] > 0.9 and m["gru_test_acc"] > 0.9, "both gated models learn the task"
     assert m["lstm_test_acc"] > m["chance_acc"] + 0.5
+
+
+def test_03_batch_larger_than_the_smoke_training_set_is_a_usage_error():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/03_gru.py", "m07_gru_batch")
+    with pytest.raises(SystemExit) as err:  # --smoke cuts the training set to 1600: no full batch of 2000
+        lesson.parse_args(["--smoke", "--batch-size", "2000"])
+    assert err.value.code == 2
+    assert lesson.parse_args(["--batch-size", "2000"]).batch_size == 2000  # the default run has 3200
 
 
 def test_04_sequence_classification_generated(run_lesson):
