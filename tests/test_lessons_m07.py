@@ -108,8 +108,18 @@ def test_03_batch_larger_than_the_smoke_training_set_is_a_usage_error():
     assert lesson.parse_args(["--batch-size", "2000"]).batch_size == 2000  # the default run has 3200
 
 
-def test_04_sequence_classification_generated(run_lesson):
+def order_claimed(out: str, m: dict) -> bool:
+    """Whether 04's 'What to notice' claims order matters; it may only when the LSTM won by its stated margin."""
+    margin = max(0.02, 1.5 / m["n_test"] ** 0.5)
+    claimed = "- Order matters:" in out
+    assert claimed == (m["lstm_test_acc"] > m["bow_test_acc"] + margin), \
+        f"'Order matters' printed={claimed} with LSTM {m['lstm_test_acc']:.3f} vs bag of words {m['bow_test_acc']:.3f}"
+    return claimed
+
+
+def test_04_sequence_classification_generated(run_lesson, capsys):
     m = run_lesson(TEXT)
+    assert order_claimed(capsys.readouterr().out, m)
     assert m["used_real_data"] == 0
     assert m["pad_embedding_max_abs"] == 0.0, "padding_idx keeps <pad>'s vector at zero"
     assert m["vocab_size"] > 20 and 0 < m["test_unk_rate"] < 0.2, "rare words must become <unk>"
@@ -134,7 +144,7 @@ def _write_fixture_texts():
     return good, bad
 
 
-def test_04_reads_aclimdb_folders(run_lesson, tmp_path):
+def test_04_reads_aclimdb_folders(run_lesson, tmp_path, capsys):
     good, bad = _write_fixture_texts()
     for split in ("train", "test"):
         for label, texts in (("pos", good), ("neg", bad)):
@@ -145,6 +155,8 @@ def test_04_reads_aclimdb_folders(run_lesson, tmp_path):
     m = run_lesson(TEXT, "--data-dir", str(tmp_path / "data"))
     assert m["used_real_data"] == 1
     assert m["n_train"] + m["n_val"] == 60 and m["n_test"] == 20
+    # both models score 0.900 on these 20 texts: the lesson must not claim that order mattered
+    assert not order_claimed(capsys.readouterr().out, m)
     assert "bow_upper_bound" not in m  # the twin-pair bound belongs to the generated corpus only
 
 
@@ -156,6 +168,19 @@ def test_04_reads_csv(run_lesson, tmp_path):
             w.writerow(["text", "label"])
             for i in range(n):
                 w.writerow([good[i % 5], "pos"] if i % 2 else [bad[i % 5], "0"])
+    m = run_lesson(TEXT, "--data-dir", str(tmp_path))
+    assert m["used_real_data"] == 1 and m["n_test"] == 12 and m["n_train"] + m["n_val"] == 40
+
+
+def test_04_reads_an_excel_csv_with_a_bom(run_lesson, tmp_path):
+    good, bad = _write_fixture_texts()
+    for split, n in (("train", 40), ("test", 12)):
+        with (tmp_path / f"{split}.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                w.writerow([good[i % 5], "pos"] if i % 2 else [bad[i % 5], "neg"])
+    assert (tmp_path / "train.csv").read_bytes().startswith(b"\xef\xbb\xbftext,label")
     m = run_lesson(TEXT, "--data-dir", str(tmp_path))
     assert m["used_real_data"] == 1 and m["n_test"] == 12 and m["n_train"] + m["n_val"] == 40
 
