@@ -43,7 +43,7 @@ CHARS = "0123456789abcdefghijklmnopqrstuvwxyz ,./-"
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 TARGET_LEN = 10  # "YYYY-MM-DD"
-FIRST_DATE, LAST_DATE = dt.date(1950, 1, 1), dt.date(2049, 12, 31)  # every date is drawn uniformly from these
+DATE_RANGE = (1950, 1, 1), (2049, 12, 31)  # every date is drawn uniformly from these, both included
 TRAIN_PAIRS, SMOKE_TRAIN_PAIRS = 20000, 5000
 
 
@@ -121,7 +121,8 @@ def human_date(d: dt.date, rng: random.Random) -> str:
 
 
 def date_pairs(n: int, rng: random.Random, exclude: set | None = None) -> list[tuple[str, str]]:
-    start, days = FIRST_DATE, (LAST_DATE - FIRST_DATE).days
+    start, last = (dt.date(*d) for d in DATE_RANGE)
+    days = (last - start).days
     pairs = []
     while len(pairs) < n:
         d = start + dt.timedelta(days=rng.randrange(days + 1))
@@ -152,7 +153,8 @@ def input_blind_hits(pairs) -> torch.Tensor:
     dates are drawn from (uniformly), this is the most any input-blind decoder can expect: a ceiling, not a model.
     """
     # ISO dates sort as strings in date order, so the dates sharing a prefix are one slice of the sorted list
-    dates = [(FIRST_DATE + dt.timedelta(days=d)).isoformat() + "$" for d in range((LAST_DATE - FIRST_DATE).days + 1)]
+    first, last = (dt.date(*d) for d in DATE_RANGE)
+    dates = [(first + dt.timedelta(days=d)).isoformat() + "$" for d in range((last - first).days + 1)]
     columns = ["".join(chars) for chars in zip(*dates)]  # columns[t]: character t of every date; "$" is <eos>
     best = {}
 
