@@ -24,7 +24,9 @@ falling or growing by orders of magnitude over the steps in bptt_gradients.png, 
 
 import argparse
 import json
+import math
 import os
+import sys
 import random
 import time
 from pathlib import Path
@@ -36,6 +38,9 @@ from matplotlib.figure import Figure
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 
+MAX_STEPS = 500  # float64 holds the BPTT gradients up to here (about 0.5^500 and 2^500 times the last step's)
+
+
 def section(title: str) -> None:
     print(f"\n== {title} ==")
 
@@ -45,6 +50,11 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return torch.device(name)
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where the float64 gradient experiment runs: MPS has no float64, so on a Mac it runs on the CPU."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def seed_everything(seed: int) -> None:
@@ -73,7 +83,8 @@ def parse_args(argv):
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/07-rnn-sequences/01_rnn_basics"),
                         help="where metrics.json and bptt_gradients.png are written")
     parser.add_argument("--hidden", type=int, default=32, help="hidden size of every RNN in the lesson")
-    parser.add_argument("--steps", type=int, default=100, help="sequence length of the BPTT experiment")
+    parser.add_argument("--steps", type=int, default=100,
+                        help=f"sequence length of the BPTT experiment (at most {MAX_STEPS})")
     parser.add_argument("--max-norm", type=float, default=1.0, help="clip_grad_norm_ threshold")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -82,6 +93,9 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if args.hidden < 1 or args.steps < 2 or args.max_norm <= 0:
         parser.error("need --hidden >= 1, --steps >= 2 and --max-norm > 0")
+    if args.steps > MAX_STEPS:
+        parser.error(f"--steps {args.steps}: at most {MAX_STEPS}; longer, the vanishing gradient underflows to 0 "
+                     "and the exploding one overflows to inf even in float64, and their ratio means nothing")
     return args
 
 
@@ -209,13 +223,17 @@ def main(argv=None) -> dict:
                "edge (tanh, W_hh = 1.0 Q)": (1.0 * q, torch.tanh),
                "exploding (ReLU, W_hh = 2.0 Q)": (2.0 * q, torch.relu)}
     # float64 here: over 100+ steps the vanishing gradient falls below float32's smallest normal number (1e-38)
-    xs = 0.1 * torch.randn(steps, 1, hidden, generator=g, dtype=torch.float64).to(device)  # (T, B=1, H)
+    dev64 = float64_device(device)
+    if dev64 != device:
+        print(f"{device.type} has no float64: this gradient experiment runs on the CPU (the clipping demo stays on "
+              f"{device.type})")
+    xs = 0.1 * torch.randn(steps, 1, hidden, generator=g, dtype=torch.float64).to(dev64)  # (T, B=1, H)
     norms = {}
     for name, (w_hh, act) in regimes.items():
-        w_hh = w_hh.to(device, torch.float64).requires_grad_()  # a leaf needing grad: autograd records the chain
-        eye = torch.eye(hidden, device=device, dtype=torch.float64)
-        zero = torch.zeros(hidden, device=device, dtype=torch.float64)
-        h = torch.full((1, hidden), 0.1, device=device, dtype=torch.float64)
+        w_hh = w_hh.to(dev64, torch.float64).requires_grad_()  # a leaf needing grad: autograd records the chain
+        eye = torch.eye(hidden, device=dev64, dtype=torch.float64)
+        zero = torch.zeros(hidden, device=dev64, dtype=torch.float64)
+        h = torch.full((1, hidden), 0.1, device=dev64, dtype=torch.float64)
         states = []
         for t in range(steps):
             h = rnn_cell(xs[t], h, eye, w_hh, zero, zero, nonlinearity=act)
@@ -248,15 +266,30 @@ def main(argv=None) -> dict:
     rnn = nn.RNN(hidden, hidden, nonlinearity="relu", batch_first=True).to(device)
     with torch.no_grad():
         rnn.weight_hh_l0.copy_(2.0 * q.to(device))
-    clip_steps = min(steps, 30)  # long enough to explode, short enough to stay finite in float32
-    out, _ = rnn(xs[:clip_steps].float().transpose(0, 1).repeat(4, 1, 1))  # (4, T, H)
-    out[:, -1].pow(2).mean().backward()
+    clip_steps = min(steps, 30)  # long enough to explode, short enough to stay finite in float32 (usually)
+    while True:
+        rnn.zero_grad(set_to_none=True)
+        out, _ = rnn(xs[:clip_steps].float().to(device).transpose(0, 1).repeat(4, 1, 1))  # (4, T, H)
+        out[:, -1].pow(2).mean().backward()
+        total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in rnn.parameters()])).item()
+        if math.isfinite(total) or clip_steps == 1:
+            break
+        print(f"over {clip_steps} steps the float32 gradient norm overflowed to inf (clip_grad_norm_ would scale "
+              f"every gradient by max_norm / inf = 0): trying {clip_steps // 2} steps")
+        clip_steps //= 2
+    if not math.isfinite(total):
+        sys.exit(f"the clipping demo's gradient norm is {total} even over one step: try a smaller --hidden")
     norm_before = nn.utils.clip_grad_norm_(rnn.parameters(), max_norm=args.max_norm).item()  # returns the old norm
     norm_after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in rnn.parameters()])).item()
+    clipped = norm_before > args.max_norm
     print(f"exploding nn.RNN over {clip_steps} steps, clip_grad_norm_(max_norm={args.max_norm}): total gradient "
           f"norm {norm_before:.3e} -> {norm_after:.4f}")
-    print("the direction is kept, only the length is scaled (call it between backward() and step()); a gradient "
-          "that already overflowed to inf cannot be rescued: keep sequences or weights where it stays finite")
+    if clipped:
+        print(f"scaled down {norm_before / norm_after:.1e} times: the direction is kept, only the length is scaled "
+              "(call it between backward() and step()); a gradient that already overflowed to inf cannot be "
+              "rescued: keep sequences or weights where it stays finite")
+    else:
+        print(f"the norm was already at most max_norm={args.max_norm:g}: clip_grad_norm_ left the gradient as it was")
 
     metrics = {
         "rnncell_by_hand_max_abs_diff": cell_diff, "layouts_checked": configs,
@@ -274,9 +307,20 @@ def main(argv=None) -> dict:
     section("What to notice")
     print("- An RNN is one cell applied at every step with the same weights; h carries everything seen so far.")
     print("- Packing is how nn.RNN learns where each sequence ends; without it, padding is read as data.")
-    print(f"- Over {steps} steps the gradient was multiplied by {vanish_ratio:.0e} or by {explode_ratio:.0e}: plain "
-          "RNNs cannot learn long-range links; LSTMs and GRUs (next lessons) fix the vanishing part.")
-    print("- Clipping fixes the exploding part: the step keeps its direction with a bounded length.")
+    vanished, exploded = vanish_ratio < 1e-3, explode_ratio > 1e3
+    if vanished and exploded:
+        print(f"- Over {steps} steps the gradient was multiplied by {vanish_ratio:.0e} or by {explode_ratio:.0e}: "
+              "plain RNNs cannot learn long-range links; LSTMs and GRUs (next lessons) fix the vanishing part.")
+    else:
+        print(f"- Over {steps} steps the gradient was multiplied by {vanish_ratio:.0e} (tanh, 0.5 Q: "
+              f"{'vanished' if vanished else 'too few steps to vanish'}) and by {explode_ratio:.0e} (ReLU, 2.0 Q: "
+              f"{'exploded' if exploded else 'did not explode in this run'}).")
+    if clipped:
+        print(f"- Clipping fixes the exploding part: a gradient of norm {norm_before:.1e} became one of norm "
+              f"{norm_after:.2g}, same direction.")
+    else:
+        print(f"- Clipping had nothing to do here: the gradient's norm {norm_before:.1e} was within "
+              f"--max-norm {args.max_norm:g}; it only scales gradients longer than that.")
     return metrics
 
 

@@ -50,6 +50,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def float64_device(device: torch.device) -> torch.device:
+    """Where the float64 gradient experiment runs: MPS has no float64, so on a Mac it runs on the CPU."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -248,9 +253,13 @@ def main(argv=None) -> dict:
               "LSTM, forget bias 0 (default)": nn.LSTM(args.hidden, args.hidden, batch_first=True),
               f"LSTM, forget bias {args.forget_bias:g}": nn.LSTM(args.hidden, args.hidden, batch_first=True)}
     set_forget_bias(models[f"LSTM, forget bias {args.forget_bias:g}"], args.forget_bias)
+    dev64 = float64_device(device)
+    if dev64 != device:
+        print(f"{device.type} has no float64: this gradient experiment runs on the CPU (training stays on "
+              f"{device.type})")
     flows = {}
     for name, model in models.items():
-        flows[name] = input_gradient_norms(model.to(device, torch.float64), T, args.hidden, device, g)
+        flows[name] = input_gradient_norms(model.to(dev64, torch.float64), T, args.hidden, dev64, g)
         print(f"  {name:32}: ||dL/dx_t|| at the last step {flows[name][-1]:.2e}, {T - 1} steps back "
               f"{flows[name][0]:.2e} (ratio {flows[name][0] / flows[name][-1]:.1e})")
     rnn_flow = flows["RNN (tanh)"][0] / flows["RNN (tanh)"][-1]

@@ -241,8 +241,15 @@ def main(argv=None) -> dict:
     results = {"generated": experiment("generated", gen, args, epochs, device),
                "sp500": experiment("S&P 500 (log)", sp, args, epochs, device)}
     g, s = results["generated"]["mae"], results["sp500"]["mae"]
-    print(f"\ngenerated series: the LSTM's one-step error is {g['model'] / g['naive']:.2f} x naive and "
-          f"{g['model'] / g['seasonal naive']:.2f} x seasonal naive: it learned the season AND the noise's memory.")
+    to_naive, to_seasonal = g["model"] / g["naive"], g["model"] / g["seasonal naive"]
+    if to_seasonal < 0.95:  # seasonal naive already knows the season: beating it takes the noise's memory too
+        verdict = "it learned the season AND the noise's memory"
+    elif to_naive < 0.95:
+        verdict = "it beats repeating the last value, not repeating last season's: the season is not learned yet"
+    else:
+        verdict = "no better than either naive forecast: it has not learned the series in this run (more --epochs?)"
+    print(f"\ngenerated series: the LSTM's one-step error is {to_naive:.2f} x naive and {to_seasonal:.2f} x seasonal "
+          f"naive: {verdict}.")
     print(f"S&P 500: {s['model'] / s['naive']:.2f} x naive, {s['model'] / s['seasonal naive']:.2f} x seasonal naive. "
           "Monthly index moves are close to a random walk: last month's level is the best simple guess, there is")
     print("no yearly season to copy, and a ratio near 1 is the honest result. What a model CAN learn there is the "

@@ -27,6 +27,8 @@ import json
 import os
 import random
 import time
+from bisect import bisect_left
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,8 @@ CHARS = "0123456789abcdefghijklmnopqrstuvwxyz ,./-"
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 TARGET_LEN = 10  # "YYYY-MM-DD"
+DATE_RANGE = (1950, 1, 1), (2049, 12, 31)  # every date is drawn uniformly from these, both included
+TRAIN_PAIRS, SMOKE_TRAIN_PAIRS = 20000, 5000
 
 
 def section(title: str) -> None:
@@ -98,6 +102,10 @@ def parse_args(argv):
     args.hidden -= args.hidden % 2  # split evenly between the encoder's two directions
     if not 0 <= args.teacher_forcing <= 1:
         parser.error("--teacher-forcing is a probability: 0..1")
+    n_train = SMOKE_TRAIN_PAIRS if args.smoke else TRAIN_PAIRS
+    if args.batch_size > n_train:
+        parser.error(f"--batch-size {args.batch_size}: a batch samples distinct training pairs, and this run has "
+                     f"{n_train}{' (--smoke)' if args.smoke else ''}")
     return args
 
 
@@ -113,7 +121,8 @@ def human_date(d: dt.date, rng: random.Random) -> str:
 
 
 def date_pairs(n: int, rng: random.Random, exclude: set | None = None) -> list[tuple[str, str]]:
-    start, days = dt.date(1950, 1, 1), (dt.date(2049, 12, 31) - dt.date(1950, 1, 1)).days
+    start, last = (dt.date(*d) for d in DATE_RANGE)
+    days = (last - start).days
     pairs = []
     while len(pairs) < n:
         d = start + dt.timedelta(days=rng.randrange(days + 1))
@@ -134,6 +143,30 @@ def to_text(ids) -> str:
             break
         out.append(CHARS[i - len(SPECIALS)] if i >= len(SPECIALS) else "?")
     return "".join(out)
+
+
+def input_blind_hits(pairs) -> torch.Tensor:
+    """(N, 11) bool: whether the best guess of a decoder that never sees the input is right at each target position.
+
+    Such a decoder (a broken encoder, say) still gets the true previous characters with teacher forcing, so its
+    best guess is the most common next character after that prefix. Counted here over every date in the range the
+    dates are drawn from (uniformly), this is the most any input-blind decoder can expect: a ceiling, not a model.
+    """
+    # ISO dates sort as strings in date order, so the dates sharing a prefix are one slice of the sorted list
+    first, last = (dt.date(*d) for d in DATE_RANGE)
+    dates = [(first + dt.timedelta(days=d)).isoformat() + "$" for d in range((last - first).days + 1)]
+    columns = ["".join(chars) for chars in zip(*dates)]  # columns[t]: character t of every date; "$" is <eos>
+    best = {}
+
+    def best_guess(prefix: str) -> str:
+        if prefix not in best:
+            lo, hi = bisect_left(dates, prefix), bisect_left(dates, prefix + "~")  # "~" sorts after every char used
+            counts = Counter(columns[len(prefix)][lo:hi])
+            best[prefix] = min(counts, key=lambda c: (-counts[c], c))  # the most common; a tie: the first in order
+        return best[prefix]
+
+    rows = [b + "$" for _, b in pairs]
+    return torch.tensor([[best_guess(r[:t]) == r[t] for t in range(len(r))] for r in rows])
 
 
 def make_batch(pairs, device):
@@ -209,16 +242,18 @@ def train(args, steps, teacher_forcing, train_pairs, device, log_every=0):
 
 
 def evaluate(model, pairs, device):
-    """Exact-sequence accuracy with greedy decoding, per-character accuracy with teacher forcing, the decodings."""
+    """Exact-sequence accuracy with greedy decoding, per-character accuracy with teacher forcing, the decodings, and
+    the teacher-forced hits (N, 11) as a CPU bool tensor."""
     model.eval()
     src, lengths, tgt = make_batch(pairs, device)
     decoded = [to_text(row) for row in model.greedy(src, lengths).tolist()]
     exact = float(np.mean([d == b for d, (_, b) in zip(decoded, pairs)]))
     with torch.no_grad():
         forced = model(src, lengths, tgt, 1.0, torch.Generator()).argmax(-1)
-    char_acc = (forced == tgt).float().mean().item()
+    hits = (forced == tgt).cpu()
+    char_acc = hits.float().mean().item()
     model.train()
-    return exact, char_acc, decoded
+    return exact, char_acc, decoded, hits
 
 
 def main(argv=None) -> dict:
@@ -234,7 +269,7 @@ def main(argv=None) -> dict:
     rng = random.Random(args.seed)
     test_pairs = date_pairs(300 if args.smoke else 1000, rng)
     held_out = {dt.date.fromisoformat(b) for _, b in test_pairs}
-    train_pairs = date_pairs(5000 if args.smoke else 20000, rng, exclude=held_out)
+    train_pairs = date_pairs(SMOKE_TRAIN_PAIRS if args.smoke else TRAIN_PAIRS, rng, exclude=held_out)
     for a, b in train_pairs[:5]:
         print(f"  {a!r:32} -> {b!r}")
     src, lengths, tgt = make_batch(train_pairs[:3], "cpu")
@@ -251,9 +286,19 @@ def main(argv=None) -> dict:
           f"{train_s:.1f} s")
 
     section("4. Greedy decoding on held-out dates")
-    exact, char_acc, decoded = evaluate(model, test_pairs, device)
+    exact, char_acc, decoded, hits = evaluate(model, test_pairs, device)
     print(f"exact-sequence accuracy {exact:.1%} ({int(round(exact * len(test_pairs)))}/{len(test_pairs)}); "
           f"per-character accuracy with teacher forcing {char_acc:.1%}")
+    blind = input_blind_hits(test_pairs)
+    blind_char, blind_year = blind.float().mean().item(), blind[:, :4].float().mean().item()
+    year_acc = hits[:, :4].float().mean().item()  # "YYYY": the characters only the input can decide
+    print(f"a decoder that ignores the input (the best guess from the true previous characters alone, counted over "
+          f"every date it could be) can expect {blind_char:.1%} per character and {blind_year:.1%} on the year's "
+          f"four characters; this model: {char_acc:.1%} and {year_acc:.1%}")
+    if year_acc > blind_year + 0.05:
+        print(f"it reads the year from the input: {year_acc - blind_year:+.1%} on the year over ignoring it")
+    else:
+        print("no better than ignoring the input on the year yet: the encoder has not been used (train longer)")
     for (a, b), d in list(zip(test_pairs, decoded))[:4]:
         print(f"  {a!r:32} -> {d!r} {'ok' if d == b else 'WRONG, expected ' + b}")
     wrong = [(a, b, d) for (a, b), d in zip(test_pairs, decoded) if d != b][:4]
@@ -265,7 +310,7 @@ def main(argv=None) -> dict:
     tf_results = {}
     for ratio in (1.0, 0.0):  # the extremes; the main model above used --teacher-forcing
         m = train(args, args.tf_steps, ratio, train_pairs, device)
-        tf_exact, tf_char, _ = evaluate(m, test_pairs, device)
+        tf_exact, tf_char, _, _ = evaluate(m, test_pairs, device)
         tf_results[ratio] = tf_exact
         print(f"  teacher forcing {ratio:.1f}: exact {tf_exact:.1%}, per-character (teacher-forced) {tf_char:.1%}")
     best, worst = max(tf_results, key=tf_results.get), min(tf_results, key=tf_results.get)  # a tie: both are 1.0
@@ -277,6 +322,8 @@ def main(argv=None) -> dict:
 
     metrics = {"train_pairs": len(train_pairs), "test_pairs": len(test_pairs), "steps": args.steps,
                "teacher_forcing": args.teacher_forcing, "exact_acc": exact, "char_acc_teacher_forced": char_acc,
+               "char_acc_input_blind_ceiling": blind_char, "year_acc_teacher_forced": year_acc,
+               "year_acc_input_blind_ceiling": blind_year,
                "tf_steps": args.tf_steps, "tf1_exact_acc": tf_results[1.0],
                "tf0_exact_acc": tf_results[0.0], "train_s": train_s}
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,

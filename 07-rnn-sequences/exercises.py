@@ -190,7 +190,7 @@ def greedy_decode(step_fn, h: torch.Tensor, sos_idx: int, eos_idx: int, max_len:
 
     Hint: token = torch.full((B,), sos_idx, dtype=torch.long); loop: logits, h = step_fn(token, h);
     token = logits.argmax(1); store it. Afterwards cut each row at its first eos_idx. Feeding <sos> again at each
-    step, or keeping what comes after <eos>, are the usual slips.
+    step, dropping the new h (logits, _ = ...), or keeping what comes after <eos>, are the usual slips.
     """
     raise NotImplementedError("Exercise 10: greedy_decode")
 

@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.smoke
 
@@ -31,6 +32,40 @@ def test_01_rnn_basics(run_lesson, device):
     assert m["grad_norm_after_clip"] == pytest.approx(m["max_norm"], rel=1e-4)
 
 
+def test_01_clipping_claim_follows_the_run(run_lesson, capsys):
+    # --hidden 1: over 30 steps the float32 norm overflowed to inf (metrics.json held Infinity, the clip zeroed the
+    # gradient); the demo shortens the sequence until the norm is finite, and run_lesson checks every metric is
+    m = run_lesson(RNN, "--hidden", "1")
+    assert m["grad_norm_before_clip"] > 100 * m["max_norm"]
+    assert m["grad_norm_after_clip"] == pytest.approx(m["max_norm"], rel=1e-4)
+    assert "Clipping fixes the exploding part" in capsys.readouterr().out
+    # a --max-norm above the gradient's norm: nothing is clipped, and the lesson must not claim it was
+    m = run_lesson(RNN, "--max-norm", "1e12")
+    assert m["grad_norm_after_clip"] == pytest.approx(m["grad_norm_before_clip"], rel=1e-5)
+    out = capsys.readouterr().out
+    assert "Clipping fixes" not in out and "Clipping had nothing to do here" in out
+
+
+def test_01_refuses_steps_whose_gradients_leave_float64():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / RNN, "m07_rnn_long_steps")
+    with pytest.raises(SystemExit) as err:
+        lesson.parse_args(["--steps", "1200"])
+    assert err.value.code == 2  # argparse's usage error, before any work
+
+
+def test_01_02_float64_demos_leave_mps_for_the_cpu():
+    """MPS has no float64: the float64 gradient demos of 01 and 02 must run on the CPU there, and stay put elsewhere."""
+    from harness import REPO, load_script
+
+    for path in (RNN, "07-rnn-sequences/02_lstm.py"):
+        lesson = load_script(REPO / path, "m07_f64_" + path.split("/")[1][:2])
+        assert lesson.float64_device(torch.device("mps")) == torch.device("cpu")
+        for kept in ("cpu", "cuda"):
+            assert lesson.float64_device(torch.device(kept)) == torch.device(kept)
+
+
 @pytest.mark.subprocess
 def test_01_rnn_basics_as_a_learner_runs_it(run_lesson_subprocess):
     m = run_lesson_subprocess(RNN)
@@ -50,8 +85,9 @@ def test_02_lstm(run_lesson, device):
     assert m["forget_gate_mean"] > 0.9
 
 
-def test_03_gru(run_lesson, device):
+def test_03_gru(run_lesson, device, tmp_path):
     m = run_lesson("07-rnn-sequences/03_gru.py")
+    assert (tmp_path / "out" / "comparison.png").is_file(), "--out-dir's help promises comparison.png"
     assert m["gru_layouts_checked"] == 8 and m["gru_by_hand_max_abs_diff"] < by_hand_tol(device)
     assert m["gru_paper_variant_min_abs_diff"] > 1e-2, "the paper's reset-before-product GRU is not nn.GRU"
     assert m["param_formula_mismatches"] == 0
@@ -62,8 +98,28 @@ def test_03_gru(run_lesson, device):
     assert m["lstm_test_acc"] > m["chance_acc"] + 0.5
 
 
-def test_04_sequence_classification_generated(run_lesson):
+def test_03_batch_larger_than_the_smoke_training_set_is_a_usage_error():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/03_gru.py", "m07_gru_batch")
+    with pytest.raises(SystemExit) as err:  # --smoke cuts the training set to 1600: no full batch of 2000
+        lesson.parse_args(["--smoke", "--batch-size", "2000"])
+    assert err.value.code == 2
+    assert lesson.parse_args(["--batch-size", "2000"]).batch_size == 2000  # the default run has 3200
+
+
+def order_claimed(out: str, m: dict) -> bool:
+    """Whether 04's 'What to notice' claims order matters; it may only when the LSTM won by its stated margin."""
+    margin = max(0.02, 1.5 / m["n_test"] ** 0.5)
+    claimed = "- Order matters:" in out
+    assert claimed == (m["lstm_test_acc"] > m["bow_test_acc"] + margin), \
+        f"'Order matters' printed={claimed} with LSTM {m['lstm_test_acc']:.3f} vs bag of words {m['bow_test_acc']:.3f}"
+    return claimed
+
+
+def test_04_sequence_classification_generated(run_lesson, capsys):
     m = run_lesson(TEXT)
+    assert order_claimed(capsys.readouterr().out, m)
     assert m["used_real_data"] == 0
     assert m["pad_embedding_max_abs"] == 0.0, "padding_idx keeps <pad>'s vector at zero"
     assert m["vocab_size"] > 20 and 0 < m["test_unk_rate"] < 0.2, "rare words must become <unk>"
@@ -88,7 +144,7 @@ def _write_fixture_texts():
     return good, bad
 
 
-def test_04_reads_aclimdb_folders(run_lesson, tmp_path):
+def test_04_reads_aclimdb_folders(run_lesson, tmp_path, capsys):
     good, bad = _write_fixture_texts()
     for split in ("train", "test"):
         for label, texts in (("pos", good), ("neg", bad)):
@@ -99,6 +155,8 @@ def test_04_reads_aclimdb_folders(run_lesson, tmp_path):
     m = run_lesson(TEXT, "--data-dir", str(tmp_path / "data"))
     assert m["used_real_data"] == 1
     assert m["n_train"] + m["n_val"] == 60 and m["n_test"] == 20
+    # both models score 0.900 on these 20 texts: the lesson must not claim that order mattered
+    assert not order_claimed(capsys.readouterr().out, m)
     assert "bow_upper_bound" not in m  # the twin-pair bound belongs to the generated corpus only
 
 
@@ -110,6 +168,19 @@ def test_04_reads_csv(run_lesson, tmp_path):
             w.writerow(["text", "label"])
             for i in range(n):
                 w.writerow([good[i % 5], "pos"] if i % 2 else [bad[i % 5], "0"])
+    m = run_lesson(TEXT, "--data-dir", str(tmp_path))
+    assert m["used_real_data"] == 1 and m["n_test"] == 12 and m["n_train"] + m["n_val"] == 40
+
+
+def test_04_reads_an_excel_csv_with_a_bom(run_lesson, tmp_path):
+    good, bad = _write_fixture_texts()
+    for split, n in (("train", 40), ("test", 12)):
+        with (tmp_path / f"{split}.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                w.writerow([good[i % 5], "pos"] if i % 2 else [bad[i % 5], "neg"])
+    assert (tmp_path / "train.csv").read_bytes().startswith(b"\xef\xbb\xbftext,label")
     m = run_lesson(TEXT, "--data-dir", str(tmp_path))
     assert m["used_real_data"] == 1 and m["n_test"] == 12 and m["n_train"] + m["n_val"] == 40
 
@@ -126,8 +197,13 @@ def test_04_bad_csv_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_05_time_series(run_lesson):
-    m = run_lesson("07-rnn-sequences/05_time_series.py")
+SERIES = "07-rnn-sequences/05_time_series.py"
+SEASON_AND_NOISE = "it learned the season AND the noise's memory"
+
+
+def test_05_time_series(run_lesson, capsys):
+    m = run_lesson(SERIES)
+    assert SEASON_AND_NOISE in capsys.readouterr().out
     assert m["generated_ratio_to_naive"] < 0.8, "the LSTM must beat the naive forecast on the generated series"
     assert m["generated_ratio_to_seasonal_naive"] < 0.95, "and the seasonal-naive one"
     assert m["generated_mae_direct"] < m["generated_mae_naive_multi"]
@@ -138,10 +214,48 @@ def test_05_time_series(run_lesson):
     assert m["sp500_test_windows"] > 20
 
 
+SEQ2SEQ = "07-rnn-sequences/06_seq2seq.py"
+YEAR_MARGIN = 0.07  # smoke: the lesson is 9-13 points above the input-blind ceiling (seeds 0-2), a zeroed encoder 1 below
+
+
+def test_05_claim_follows_the_ratio(run_lesson, capsys):
+    # an untrained LSTM (1 epoch at lr 1e-5) is worse than seasonal naive: the lesson printed the same claim anyway
+    m = run_lesson(SERIES, "--epochs", "1", "--lr", "1e-5")
+    assert m["generated_ratio_to_seasonal_naive"] > 1.0
+    out = capsys.readouterr().out
+    assert SEASON_AND_NOISE not in out and "no better than either naive forecast" in out
+
+
 def test_06_seq2seq(run_lesson):
-    m = run_lesson("07-rnn-sequences/06_seq2seq.py")
-    assert m["char_acc_teacher_forced"] > 0.4, "far above the 1/44 of chance per character after a short run"
+    m = run_lesson(SEQ2SEQ)
+    # position priors alone reach ~50% per character, so a bare char-accuracy threshold passes an encoder that
+    # ignores its input; the year's four characters are what only the input can decide
+    assert m["year_acc_teacher_forced"] > m["year_acc_input_blind_ceiling"] + YEAR_MARGIN, \
+        "the decoder must read the year from the encoder, beyond what ignoring the input can expect"
+    assert 0.4 < m["year_acc_input_blind_ceiling"] < 0.5 and 0.5 < m["char_acc_input_blind_ceiling"] < 0.6
     assert m["test_pairs"] > 0 and m["train_pairs"] > 1000
+
+
+def test_06_seq2seq_assertion_fails_an_encoder_that_ignores_its_input(tmp_path):
+    """The check above, against the reviewer's broken copy: an encode() returning zeros must fall short of it."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / SEQ2SEQ, "m07_seq2seq_blind")
+    real_encode = lesson.Seq2Seq.encode
+    lesson.Seq2Seq.encode = lambda self, src, lengths: torch.zeros_like(real_encode(self, src, lengths))
+    m = lesson.main(["--smoke", "--device", "cpu", "--seed", "0", "--tf-steps", "1", "--out-dir", str(tmp_path)])
+    assert m["year_acc_teacher_forced"] <= m["year_acc_input_blind_ceiling"] + YEAR_MARGIN
+    assert m["char_acc_teacher_forced"] > 0.4  # the old assertion, which this broken model passed
+
+
+def test_06_batch_larger_than_the_training_set_is_a_usage_error():
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / SEQ2SEQ, "m07_seq2seq_batch")
+    with pytest.raises(SystemExit) as err:
+        lesson.parse_args(["--smoke", "--batch-size", "6000"])  # the smoke run has 5000 training pairs
+    assert err.value.code == 2
+    assert lesson.parse_args(["--batch-size", "6000"]).batch_size == 6000  # the default run has 20000
 
 
 def test_07_attention(run_lesson, device):
@@ -191,8 +305,9 @@ def test_05_time_series_default_run(run_lesson):
 
 @pytest.mark.default_run
 def test_06_seq2seq_default_run(run_lesson):
-    m = run_lesson("07-rnn-sequences/06_seq2seq.py", smoke=False)
+    m = run_lesson(SEQ2SEQ, smoke=False)
     assert m["exact_acc"] > 0.9, "exact-sequence accuracy well above 90% on held-out dates"
+    assert m["char_acc_teacher_forced"] > m["char_acc_input_blind_ceiling"] + 0.3
     assert m["tf1_exact_acc"] > m["tf0_exact_acc"] + 0.1, \
         "same short budget: full teacher forcing learns measurably faster than none (about 52% vs 31% exact)"
 

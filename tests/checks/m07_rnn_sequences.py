@@ -167,20 +167,22 @@ def check_masked_attention(fn):
 
 def check_greedy_decode(fn):
     vocab, sos, eos = 8, 1, 2
-    offsets = torch.tensor([[0.0], [3.0], [7.0]])  # h carries each row's offset; it never changes
+    offsets = torch.tensor([[0.0], [4.0], [5.0]])  # h starts at each row's offset and grows by 1 at every step
     fed = []
 
     def step_fn(token, h):
         fed.append(token.clone())
-        nxt = (token * 3 + h[:, 0].long()) % vocab  # the next token depends on the one fed in
-        return F.one_hot(nxt, vocab).float() * 5 - torch.arange(vocab) * 0.01, h
+        h_new = h + 1  # a new state: a decoder that keeps using the old h repeats itself
+        nxt = (token * 3 + h_new[:, 0].long()) % vocab  # the next token depends on the one fed in and on h
+        return F.one_hot(nxt, vocab).float() * 5 - torch.arange(vocab) * 0.01, h_new
 
     max_len = 6
     expected = []
     for off in offsets[:, 0].long().tolist():
-        token, row = sos, []
+        token, h, row = sos, off, []
         for _ in range(max_len):
-            token = (token * 3 + off) % vocab
+            h += 1
+            token = (token * 3 + h) % vocab
             if token == eos:
                 break
             row.append(token)
@@ -188,6 +190,7 @@ def check_greedy_decode(fn):
     got = fn(step_fn, offsets.clone(), sos, eos, max_len)
     got_rows = [list(map(int, r)) for r in got] if isinstance(got, (list, tuple)) else got
     assert got_rows == expected, (
-        f"expected {expected} (each row's argmax fed back, cut before its first <eos>={eos}), got {describe(got)}"
+        f"expected {expected} (each row's argmax fed back with the new h step_fn returned, cut before its first "
+        f"<eos>={eos}), got {describe(got)}"
     )
     assert len(fed) <= max_len, f"expected at most {max_len} decoder steps, got {len(fed)}"

@@ -227,3 +227,14 @@ def greedy_decode__feeds_sos_every_step(step_fn, h, sos_idx, eos_idx, max_len):
     return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
 
 
+
+
+def greedy_decode__hidden_not_carried(step_fn, h, sos_idx, eos_idx, max_len):
+    token = torch.full((h.shape[0],), sos_idx, dtype=torch.long, device=h.device)
+    steps = []
+    for _ in range(max_len):
+        logits, _ = step_fn(token, h)  # throws the new hidden state away: every step starts from h0
+        token = logits.argmax(1)
+        steps.append(token)
+    rows = torch.stack(steps, dim=1).tolist()
+    return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
