@@ -26,8 +26,8 @@ import argparse
 import json
 import math
 import os
-import sys
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +36,6 @@ import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
-
 
 MAX_STEPS = 500  # float64 holds the BPTT gradients up to here (about 0.5^500 and 2^500 times the last step's)
 

@@ -215,7 +215,8 @@ def test_05_time_series(run_lesson, capsys):
 
 
 SEQ2SEQ = "07-rnn-sequences/06_seq2seq.py"
-YEAR_MARGIN = 0.07  # smoke: the lesson is 9-13 points above the input-blind ceiling (seeds 0-2), a zeroed encoder 1 below
+# smoke: the lesson is 9-13 points above the input-blind ceiling (seeds 0-2), a zeroed encoder 1 below
+YEAR_MARGIN = 0.07
 
 
 def test_05_claim_follows_the_ratio(run_lesson, capsys):
