@@ -61,6 +61,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every CUDA device too
 
 
+FEWEST_IMAGES_PER_DIGIT = 174  # scikit-learn's digits: 174 eights, 174-183 images of each digit
+
+
+def test_per_digit(smoke: bool) -> int:
+    """Test images per digit, the same for every run (the rest of each digit can train)."""
+    return 30 if smoke else 60
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -82,8 +90,10 @@ def parse_args(argv):
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
-    if not all(1 <= s <= 150 for s in [args.shots, *args.curve_shots]):
-        parser.error("--shots and --curve-shots must be between 1 and 150 (each digit has about 180 images)")
+    most = FEWEST_IMAGES_PER_DIGIT - test_per_digit(args.smoke)  # what split() can give every digit
+    if not all(1 <= s <= most for s in [args.shots, *args.curve_shots]):
+        parser.error(f"--shots and --curve-shots must be between 1 and {most}: the rarest digit has "
+                     f"{FEWEST_IMAGES_PER_DIGIT} images and {test_per_digit(args.smoke)} of each are kept for testing")
     if args.steps < 3 or args.lr <= 0:
         parser.error("--steps must be >= 3 (gradual unfreezing has three stages) and --lr > 0")
     return args
@@ -243,6 +253,7 @@ def run_strategy(name, backbone, x, y, steps, batch, lr, g, seed):
     return model
 
 
+MARGIN = 0.05  # a difference in test accuracy this size counts (the table's test set: 300 or 600 images)
 STRATEGIES = ("linear probe", "full fine-tune, BN eval", "full fine-tune, BN train", "gradual unfreezing",
               "discriminative LRs", "scratch")
 
@@ -254,7 +265,7 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     steps, batch = (24, 16) if args.smoke else (args.steps, 32)
     curve_shots = sorted(set(args.curve_shots))[:2] if args.smoke else sorted(set(args.curve_shots))
-    n_test = 30 if args.smoke else 60  # test images per digit, the same for every run
+    n_test = test_per_digit(args.smoke)
     metrics = {}
 
     section("1. Backbone and target task")
@@ -325,11 +336,43 @@ def main(argv=None) -> dict:
     print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- With few labels, every way of reusing the backbone beats the same network trained from scratch.")
-    print("- Freezing means requires_grad False AND only trainable params in the optimizer AND BatchNorm in eval.")
-    print("- Smaller steps deep in the backbone (parameter groups) keep what pretraining learned.")
-    print("- Transfer pays most where labels are scarcest; with many labels scratch catches up.")
+    for line in notice(results, curve_shots, gaps, args.shots, args.data_dir):
+        print(line)
     return metrics
+
+
+def notice(results: dict, curve_shots: list, gaps: list, shots: int, data_dir: Path) -> list:
+    """The lessons of this run, each said only when this run's figures show it."""
+    transfer = {n: a for n, a in results.items() if n != "scratch"}
+    worst, scratch = min(transfer, key=transfer.get), results["scratch"]
+    lines = []
+    if transfer[worst] > scratch + MARGIN:
+        lines.append(f"- With {shots} labels per digit, every way of reusing the backbone beat the same network "
+                     f"trained from scratch ({scratch:.0%}): even the weakest, {worst}, by "
+                     f"{transfer[worst] - scratch:+.0%}.")
+    elif max(transfer.values()) <= scratch + MARGIN:
+        lines.append(f"- No way of reusing the backbone beat scratch by {MARGIN * 100:.0f} points in this run "
+                     f"(transfer {min(transfer.values()):.0%}-{max(transfer.values()):.0%}, scratch {scratch:.0%}, "
+                     "chance 10%): these features did not transfer. 01's short --smoke stand-in (see section 1) "
+                     "is too weak to; make the full one once with `python 08-transfer-learning/01_pretrained_models.py "
+                     f"--standin-only --data-dir {data_dir}` (~10 s) and run this again.")
+    else:
+        lines.append(f"- Not every way of reusing the backbone beat scratch ({scratch:.0%}) in this run: {worst} "
+                     f"reached {transfer[worst]:.0%}, the best {max(transfer.values()):.0%}.")
+    lines.append("- Freezing means requires_grad False AND only trainable params in the optimizer AND BatchNorm in "
+                 "eval.")
+    dlr, full = results["discriminative LRs"], results["full fine-tune, BN eval"]
+    lines.append(f"- Smaller steps deep in the backbone (parameter groups) are meant to keep what pretraining learned: "
+                 f"discriminative LRs {dlr:.0%} against one LR for everything {full:.0%} in this run "
+                 f"({dlr - full:+.0%}).")
+    if len(gaps) > 1 and gaps[0] > gaps[-1] + MARGIN:
+        lines.append(f"- Transfer paid most where labels were scarcest: {gaps[0]:+.0%} over scratch at "
+                     f"{curve_shots[0]} per digit, {gaps[-1]:+.0%} at {curve_shots[-1]}; with more labels scratch "
+                     "catches up.")
+    elif len(gaps) > 1:
+        lines.append(f"- The transfer-minus-scratch gap did not shrink with more labels in this run ({gaps[0]:+.0%} at "
+                     f"{curve_shots[0]} per digit, {gaps[-1]:+.0%} at {curve_shots[-1]}).")
+    return lines
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def test_01_pretrained_models(run_lesson, standin_cache):
     m = run_lesson(PRETRAINED, "--data-dir", str(standin_cache))
     assert m["used_pretrained_weights"] == 0 and m["num_categories"] == 52 and m["standin_source_classes"] == 52
     assert m["standin_source_acc"] > 0.6  # the cached stand-in really learned its 52 letters (chance 1.9%)
-    assert m["prob_sum_error"] < 1e-5 and 0 < m["topk_prob_mass"] <= 1 + 1e-6
+    assert m["prob_sum_error"] < 1e-5
+    assert m["topk_prob_mass"] > 0.5  # a trained network is sure even of a photo; uniform over 52: 5/52 = 0.1
     assert m["eval_vs_train_max_abs_diff"] > 1e-4  # BatchNorm in train mode changes the prediction
     assert m["output_is_inference"] == 1
     assert m["reload_max_abs_diff"] < 1e-5 and m["strict_mismatch_raised"] == 1
@@ -108,8 +109,9 @@ def test_02_feature_extraction(run_lesson, standin_cache):
     assert m["knn_acc_pca_2d"] > 0.15 and 0 < m["pca_explained_2d"] < 1
 
 
-def test_03_fine_tuning(run_lesson, standin_cache):
+def test_03_fine_tuning(run_lesson, standin_cache, capsys):
     m = run_lesson(FINE_TUNING, "--data-dir", str(standin_cache))
+    assert "every way of reusing the backbone beat the same network" in capsys.readouterr().out
     transfer = [m[k] for k in ("linear_probe_acc", "full_fine-tune_bn_eval_acc", "full_fine-tune_bn_train_acc",
                                "gradual_unfreezing_acc", "discriminative_lrs_acc")]
     assert min(transfer) > m["scratch_acc"] + 0.15, "every transfer strategy must beat scratch at 20 per digit"
@@ -117,24 +119,84 @@ def test_03_fine_tuning(run_lesson, standin_cache):
     assert m["transfer_acc_5_shots"] > m["scratch_acc_5_shots"] + 0.15  # transfer pays at small data
 
 
-def test_04_domain_adaptation(run_lesson):
+def test_03_what_to_notice_follows_the_figures():
+    """Each claim is printed only when the run's figures show it: a learner's `01 --smoke` then `03 --smoke` left
+    every row at chance (measured: transfer 9.7-11.7%, scratch 11.3%), and the lesson must say so, not the opposite."""
+    lesson = load_script(REPO / FINE_TUNING, "m08_notice_03")
+    names = [n for n in lesson.STRATEGIES if n != "scratch"]
+    at_chance = dict(zip(names, (0.117, 0.11, 0.11, 0.10, 0.097)), scratch=0.113)
+    text = "\n".join(lesson.notice(at_chance, [5, 20], [0.007, -0.017], 20, REPO / "data"))
+    assert "beat the same network" not in text and "did not transfer" in text and "--standin-only" in text, text
+    assert "paid most" not in text and "did not shrink" in text, text
+    good = dict(zip(names, (0.5, 0.55, 0.45, 0.52, 0.6)), scratch=0.2)
+    text = "\n".join(lesson.notice(good, [5, 20, 100], [0.35, 0.3, 0.1], 20, REPO / "data"))
+    assert "every way of reusing the backbone beat the same network" in text and "paid most" in text, text
+    mixed = dict(good, **{"linear probe": 0.21})
+    assert "Not every way" in "\n".join(lesson.notice(mixed, [5, 20, 100], [0.35, 0.3, 0.1], 20, REPO / "data"))
+
+
+def test_03_shots_limited_to_what_every_digit_has():
+    """split() keeps n_test images of each digit for testing and trains on at most the rest of the rarest digit
+    (174 eights): --shots above that would print a per-digit count the run never had."""
+    lesson = load_script(REPO / FINE_TUNING, "m08_shots_03")
+    labels = lesson.real_digits()[1]
+    for smoke, most in ((False, 114), (True, 144)):
+        flags = ["--smoke"] if smoke else []
+        assert lesson.parse_args([*flags, "--shots", str(most)]).shots == most
+        for bad in (["--shots", str(most + 1)], ["--curve-shots", "5", str(most + 1)]):
+            with pytest.raises(SystemExit):
+                lesson.parse_args([*flags, *bad])
+        train, _ = lesson.split(labels, most, lesson.test_per_digit(smoke), torch.Generator().manual_seed(0))
+        assert torch.equal(torch.bincount(labels[train], minlength=10), torch.full((10,), most)), "really `most` each"
+
+
+def test_04_domain_adaptation(run_lesson, capsys):
     m = run_lesson(DOMAIN)
     assert m["source_test_acc"] > 0.8 and m["source_only_target_acc"] < m["source_test_acc"] - 0.2  # a real gap
     assert m["grad_reverse_grad"] == -0.5 and m["adabn_weights_unchanged"] == 1 and m["adabn_bn_mean_shift"] > 0.05
-    # 60 steps: each method gains about 20 points here (the default run: test_04_domain_adaptation_default_run)
-    assert m["dann_gain"] > 0.1, "DANN must raise target accuracy over source-only"
-    assert m["selftrain_gain"] > 0.1, "self-training must raise target accuracy over source-only"
+    # 60 steps: AdaBN gains about 20 points (seed 0); DANN and self-training are scored with AdaBN's statistics, so
+    # that gain is in theirs, and over AdaBN alone neither adds reliably in so short a training (DANN +0.6, self-
+    # training -5.2 at seed 0): the default run asserts what they add (test_04_domain_adaptation_default_run)
     assert m["adabn_gain"] > 0.1, "AdaBN must raise the short-trained model's target accuracy"
+    for method in ("dann", "selftrain"):
+        assert abs(m[f"{method}_gain"] - m["adabn_gain"] - m[f"{method}_gain_over_adabn"]) < 1e-6
     assert m["rescanned_source_only_acc"] < m["source_only_target_acc"] - 0.2, "the scanner shift costs accuracy"
     assert m["adabn_gain_rescanned"] > 0.3, "recomputed BatchNorm statistics undo an affine pixel shift"
-    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.1  # the features were aligned
-    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 10
+    assert m["domain_probe_adabn"] < m["domain_probe_before"] - 0.1  # per-domain statistics alone align a lot
+    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] >= 10 and m["selftrain_ran"] == 1
+    # self-training really trained on its pseudo-labels (without the training step the two losses are equal)
+    assert m["pseudo_label_loss_after"] < 0.5 * m["pseudo_label_loss_before"]
+    out = capsys.readouterr().out
+    claims_hiding = "hid the domain beyond what the statistics do" in out
+    assert claims_hiding == (m["domain_probe_after"] < m["domain_probe_adabn"] - 0.01
+                             and m["dann_gain_over_adabn"] >= 0.01), "DANN's claim must follow this run's figures"
+    assert ("it added" in out) == (m["selftrain_gain_over_adabn"] >= 0.01), "self-training's claim likewise"
+    assert "over AdaBN alone" in out and "vs AdaBN" in out  # each method's gain is also given over the fair baseline
+
+
+def test_04_what_to_notice_follows_the_figures():
+    """The review's control run (`--dann-weight 0 --threshold 0.99999`: no gradient reversal, no pseudo-labels) once
+    printed "the reversed gradient made the features hide their domain" and "Self-training on 0 confident
+    pseudo-labels: +20.6%". The claims come from these two functions, and only when the figures show them."""
+    lesson = load_script(REPO / DOMAIN, "m08_notice_04")
+    no_reversal = "\n".join(lesson.notice_dann(0.0, 0.169, -0.037, 0.86, 0.64, 0.64))
+    assert "no gradient reversal" in no_reversal and "hid the domain" not in no_reversal, no_reversal
+    smoke_like = "\n".join(lesson.notice_dann(1.0, 0.211, 0.006, 0.894, 0.648, 0.608))  # seed 0's smoke figures
+    assert "hid the domain" not in smoke_like and "+0.6% over AdaBN alone" in smoke_like, smoke_like
+    no_drop = "\n".join(lesson.notice_dann(1.0, 0.3, 0.1, 0.8, 0.7, 0.7))
+    assert "did not fall below AdaBN's" in no_drop and "hid the domain" not in no_drop, no_drop
+    works = "\n".join(lesson.notice_dann(1.0, 0.16, 0.15, 0.8, 0.75, 0.7))
+    assert "hid the domain beyond what the statistics do" in works, works
+    none_kept = "\n".join(lesson.notice_selftrain(0, 0.0, 0.206, 0.0, 0.99999))
+    assert "did not run" in none_kept and "+20.6%" not in none_kept, none_kept
+    assert "did not beat AdaBN alone" in "\n".join(lesson.notice_selftrain(20, 1.0, 0.154, -0.052, 0.9))
+    assert "it added +4.0% to AdaBN alone" in "\n".join(lesson.notice_selftrain(300, 0.97, 0.05, 0.04, 0.9))
 
 
 def test_05_model_zoo(run_lesson):
     m = run_lesson(ZOO)
     assert m["zoo_models"] > 100 and m["weights_entries"] > 100  # read from torchvision itself
-    assert m["timed_models"] == 2 and m["mobilenet_v3_small_cpu_ms"] > 0
+    assert m["timed_models"] == 2
     assert 5 <= m["pareto_front_size"] < m["weights_entries"] / 2
     assert m["best_acc1_under_0p5_gflops"] < m["best_acc1_under_5p0_gflops"] <= m["best_acc1"]
     assert m["timm_models"] > 500 and m["timm_num_features"] == 512
@@ -148,7 +210,7 @@ def test_05_model_zoo_checks_meta_against_a_cached_file(run_lesson, tmp_path):
     assert_hub_dir_not_pinned(tmp_path)
 
 
-def test_06_practical_transfer(run_lesson, standin_cache, tmp_path):
+def test_06_practical_transfer(run_lesson, standin_cache, tmp_path, capsys):
     m = run_lesson(PRACTICAL, "--data-dir", str(standin_cache))
     assert m["used_pretrained_weights"] == 0 and m["num_classes"] == 3 and m["imbalance_ratio"] == 4.0
     assert m["stratified_split_ok"] == 1  # every class in train, val and test
@@ -156,8 +218,24 @@ def test_06_practical_transfer(run_lesson, standin_cache, tmp_path):
     assert 1 <= m["best_epoch"] <= m["epochs_run"]
     assert m["predict_reload_max_abs_diff"] < 1e-5  # best.pt + best.json rebuild the same model
     image = next((standin_cache / "demo_photos_smoke" / "flower").glob("*.jpg"))
+    capsys.readouterr()
     p = run_lesson(PRACTICAL, "--predict", str(image), str(image), "--topk", "2")  # the same --out-dir: best.pt
-    assert p["predicted_files"] == 2 and p["num_classes"] == 3 and 1 / 3 < p["top1_prob_mean"] <= 1
+    assert p["predicted_files"] == 2 and p["num_classes"] == 3
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{image}: ")]
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+    # the printed top 2 against the saved model, rebuilt here from best.pt/best.json and run on the same file
+    import json
+
+    lesson, out = load_script(REPO / PRACTICAL, "m08_predict_06"), tmp_path / "out"
+    meta = json.loads((out / "best.json").read_text())
+    model = lesson.build_model(meta, len(meta["classes"]))
+    model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
+    with torch.no_grad():
+        probs = model.eval()(lesson.eval_transform(meta)(lesson.open_image(image))[None]).softmax(1)[0]
+    top = probs.topk(2)
+    expected = ", ".join(f"{meta['classes'][i]} {v:.1%}" for v, i in zip(top.values.tolist(), top.indices.tolist()))
+    assert lines[0] == f"{image}: {expected}"
+    assert abs(p["top1_prob_mean"] - top.values[0].item()) < 1e-5
 
 
 def test_06_practical_transfer_online_path(run_lesson, tmp_path):
@@ -264,13 +342,20 @@ def test_03_fine_tuning_default_run(run_lesson, standin_cache):
 
 
 @pytest.mark.default_run
-def test_04_domain_adaptation_default_run(run_lesson):
+def test_04_domain_adaptation_default_run(run_lesson, capsys):
     m = run_lesson(DOMAIN, smoke=False)
     assert m["source_test_acc"] > 0.95 and m["source_only_target_acc"] < m["source_test_acc"] - 0.1
-    # the two adaptations the lesson claims (AdaBN alone is reported, and gains nothing in this configuration)
-    assert m["dann_gain"] > 0.08, "DANN must raise target accuracy over source-only"
-    assert m["selftrain_gain"] > 0.03, "self-training must raise target accuracy over source-only"
-    assert m["domain_probe_after"] < m["domain_probe_before"] - 0.05  # 79% -> 71% in the measured run
+    # DANN and self-training are scored with AdaBN's per-domain statistics: what each adds is measured over AdaBN
+    # alone (measured, seed 0: DANN +15.4 points, self-training +3.8 on 524 pseudo-labels; AdaBN +0.9 over source only)
+    assert m["dann_gain_over_adabn"] > 0.08, "DANN must raise target accuracy over AdaBN alone"
+    assert m["selftrain_ran"] == 1 and m["selftrain_gain_over_adabn"] > 0.02, "self-training must beat AdaBN alone"
+    assert m["pseudo_label_acc"] > 0.8 and m["pseudo_labels_kept"] > 200
+    # per-domain statistics alone make the domains less separable (79.6% -> 71.2%); DANN's probe was not lower than
+    # AdaBN's in the measured run (74.0%), so the lesson must not claim that the reversed gradient hid the domain
+    assert m["domain_probe_adabn"] < m["domain_probe_before"] - 0.05
+    claims_hiding = "hid the domain beyond what the statistics do" in capsys.readouterr().out
+    assert claims_hiding == (m["domain_probe_after"] < m["domain_probe_adabn"] - 0.01
+                             and m["dann_gain_over_adabn"] >= 0.01)
     assert m["adabn_gain_rescanned"] > 0.3, "AdaBN's own kind of shift: statistics, recovered without labels"
 
 

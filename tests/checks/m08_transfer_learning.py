@@ -101,6 +101,11 @@ def check_discriminative_param_groups(fn):
         f"expected lr 1e-4 for the backbone and 1e-3 for the head, got {lrs}"
     )
     torch.optim.AdamW(groups)  # the groups must be usable as they are
+    groups = fn(_Backbone(), 2e-3, backbone_factor=0.3)  # a factor other than the default
+    lrs = [g.get("lr") for g in groups]
+    assert lrs[0] is not None and abs(lrs[0] - 6e-4) < 1e-12 and abs(lrs[1] - 2e-3) < 1e-12, (
+        f"head_lr=2e-3, backbone_factor=0.3: expected lr 6e-4 for the backbone and 2e-3 for the head, got {lrs}"
+    )
 
 
 def check_count_parameters(fn):
@@ -188,7 +193,14 @@ def check_load_matching_weights(fn):
     loaded, skipped = fn(target, state)
     expected_skip = sorted(["extra.weight", "fc.bias", "fc.weight"])
     assert sorted(skipped) == expected_skip, f"expected skipped {expected_skip}, got {describe(skipped)}"
-    assert len(loaded) == len(state) - 3, f"expected {len(state) - 3} loaded names, got {len(loaded)}"
+    expected_loaded = sorted(k for k in state if k not in expected_skip)
+    assert isinstance(loaded, list) and all(isinstance(k, str) for k in loaded), (
+        f"expected loaded to be a list of names (str), got {describe(loaded)}"
+    )
+    assert loaded == expected_loaded, (
+        f"expected loaded = the {len(expected_loaded)} names of state_dict that were copied, sorted, e.g. "
+        f"{expected_loaded[:2]}; got {describe(loaded)}"
+    )
     assert torch.equal(target.conv1.weight, source.conv1.weight), "expected conv1.weight copied from the state dict"
     assert torch.equal(target.bn1.running_mean, source.bn1.running_mean), "expected buffers (running_mean) copied too"
     assert torch.equal(target.fc.weight, head_before), "expected the new head left as it was"

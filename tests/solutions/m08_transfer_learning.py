@@ -73,6 +73,12 @@ def discriminative_param_groups__factor_on_the_head(model, head_lr, backbone_fac
     return [{"params": backbone, "lr": head_lr}, {"params": head, "lr": head_lr * backbone_factor}]
 
 
+def discriminative_param_groups__factor_hardcoded(model, head_lr, backbone_factor=0.1):
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("fc.")]
+    head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("fc.")]
+    return [{"params": backbone, "lr": head_lr / 10}, {"params": head, "lr": head_lr}]  # backbone_factor ignored
+
+
 # Exercise 4
 def count_parameters(model):
     params = list(model.parameters())
@@ -231,6 +237,13 @@ def load_matching_weights__reports_missing_instead(model, state_dict):
     keep = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(keep, strict=False)
     return sorted(keep), sorted(k for k in own if k not in keep)  # the model's names, not the file's
+
+
+def load_matching_weights__pairs_instead_of_names(model, state_dict):
+    own = model.state_dict()
+    keep = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(keep.items()), sorted(k for k in state_dict if k not in keep)  # (name, tensor) pairs, not names
 
 
 # Exercise 10
