@@ -160,7 +160,7 @@ def image_grid(picture: torch.Tensor, mixed: dict, path: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("transforms.v2 on one picture: each row, the original and four random draws; last row MixUp/CutMix")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.05, hspace=0.25)  # fixed: no layout pass
     fig.savefig(path, dpi=90)
 
 
