@@ -493,7 +493,7 @@ def main(argv=None) -> dict:
     fig = Figure(figsize=(5.4 * len(runs), 4.6), layout="constrained")
     for k, name in enumerate(runs):
         ax = fig.add_subplot(1, len(runs), k + 1)
-        cm = results[name][0]
+        cm = results[name][0].numpy()  # matplotlib takes NumPy arrays (a tensor warns under NumPy 2)
         ax.imshow(cm, cmap="Blues")
         for i in range(len(classes)):
             for j in range(len(classes)):

@@ -270,7 +270,8 @@ def is_torchvision_model(name: str) -> bool:
 def architecture(name: str) -> nn.Module:
     """The network with its original head and random weights (torchvision first, then timm)."""
     if is_torchvision_model(name):
-        extra = {"aux_logits": False} if name in ("inception_v3", "googlenet") else {}  # one output, not a tuple
+        # one output, not a tuple; init_weights=False: PyTorch's default init (these weights are replaced or pretrained)
+        extra = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
         return torchvision.models.get_model(name, weights=None, **extra)
     import timm
 
