@@ -234,3 +234,27 @@ def save_comparable_metrics(cache_dir: Path, lesson: str, metrics: dict) -> None
 def load_comparable_metrics(cache_dir: Path, lesson: str) -> dict | None:
     target = metrics_record_path(cache_dir, lesson)
     return json.loads(target.read_text()) if target.is_file() else None
+
+
+def check_odd_image_formats(read_image, rgb, folder: Path) -> None:
+    """Writes `rgb` (H, W, 3 uint8) into `folder` as an animated GIF, a BMP and a TIFF, plus a 16-bit greyscale PNG
+    of the same size, and checks that a project's read_image gives (3, H, W) uint8 for each: the GIF's first frame,
+    BMP and TIFF pixel for pixel, the 16-bit PNG scaled to 8 bits (65535 -> 255)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    Image.fromarray(rgb).save(folder / "a.gif", save_all=True, append_images=[Image.fromarray(255 - rgb)])
+    Image.fromarray(rgb).save(folder / "a.bmp")
+    Image.fromarray(rgb).save(folder / "a.tif")
+    grey = np.linspace(0, 65535, h * w).reshape(h, w).astype(np.uint16)
+    Image.fromarray(grey).save(folder / "g16.png")
+    for name in ("a.gif", "a.bmp", "a.tif"):
+        img = read_image(folder / name)
+        assert img.shape == (3, h, w) and img.dtype == torch.uint8, name
+        if name != "a.gif":  # GIF: a 256-colour palette
+            assert torch.equal(img.permute(1, 2, 0), torch.from_numpy(rgb)), name
+    g = read_image(folder / "g16.png")
+    assert g.dtype == torch.uint8 and g.shape == (3, h, w)
+    assert abs(int(g[0, h // 2, 0]) - round(grey[h // 2, 0] / 257)) <= 1 and g[0].max() == 255, "65535 -> 255"

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from harness import REPO, load_script, run_subprocess
+from harness import REPO, check_odd_image_formats, load_script, run_subprocess
 
 pytestmark = pytest.mark.smoke
 
@@ -388,20 +388,7 @@ def test_gif_16bit_png_bmp_and_tiff_are_read(tmp_path, copied, project):
     data, ckpt = copied
     folder = tmp_path / "imgs"
     folder.mkdir()
-    scene = np.array(Image.open(data / "images" / "0.png").convert("RGB"))
-    Image.fromarray(scene).save(folder / "a.gif", save_all=True, append_images=[Image.fromarray(255 - scene)])
-    Image.fromarray(scene).save(folder / "a.bmp")
-    Image.fromarray(scene).save(folder / "a.tif")
-    grey = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
-    Image.fromarray(grey).save(folder / "g16.png")
-    for name in ("a.gif", "a.bmp", "a.tif"):
-        img = project.read_image(folder / name)
-        assert img.shape == (3, 64, 64) and img.dtype == torch.uint8, name
-        if name != "a.gif":                                                  # GIF: a 256-colour palette
-            assert torch.equal(img.permute(1, 2, 0), torch.from_numpy(scene)), name
-    g = project.read_image(folder / "g16.png")
-    assert g.dtype == torch.uint8 and g.shape == (3, 64, 64)
-    assert abs(int(g[0, 32, 0]) - round(grey[32, 0] / 257)) <= 1 and g[0].max() == 255, "65535 -> 255"
+    check_odd_image_formats(project.read_image, np.array(Image.open(data / "images" / "0.png").convert("RGB")), folder)
     m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "predict", "--images", str(folder),
                       "--ckpt-dir", str(ckpt), "--output", str(tmp_path / "p" / "p.json"), "--score-threshold", "0"])
     assert m["images"] == 4
