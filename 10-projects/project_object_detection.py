@@ -503,6 +503,17 @@ def torchmetrics_map(preds: list, gts: list):
     return (float(r["map_50"]), float(r["map"])), f"torchmetrics ({backend})"
 
 
+def diverged(epoch: int, what: str, lr: float, ckpt_dir: Path) -> ProjectError:
+    """Training blew up: stop before a diverged model or train state is saved over the last good one."""
+    return ProjectError(f"the run diverged in epoch {epoch} ({what}): try a lower --lr than {lr:g}; nothing of epoch "
+                        f"{epoch} was saved, {ckpt_dir} keeps what it had")
+
+
+def weight_norm(model: nn.Module) -> float:
+    """The L2 norm of all the weights: training changes it a little; a step that blows the model up multiplies it."""
+    return math.sqrt(sum(p.detach().float().pow(2).sum().item() for p in model.parameters()))
+
+
 TRAIN_STATE_TYPES = {"format_version": int, "model": dict, "optimizer": dict, "scheduler": dict, "config": dict,
                      "loader_rng": torch.Tensor, "torch_rng": torch.Tensor, "state": str}
 
@@ -633,6 +644,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
 
     start, first_epoch = time.perf_counter(), state["epoch"] + 1
     show_bar = not quiet and sys.stderr.isatty()
+    start_norm = weight_norm(model)
     for epoch in range(first_epoch, args.epochs + 1):
         model.train()
         total, count = 0.0, 0
@@ -646,9 +658,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             loss = sum(losses.values())
             value = loss.item()
             if not math.isfinite(value):             # diverged: stop before a step or a save can spread it
-                raise ProjectError(f"the run diverged in epoch {epoch} (training loss {value}): try a lower --lr "
-                                   f"than {args.lr:g}; nothing of epoch {epoch} was saved, {ckpt_dir} keeps what "
-                                   "it had")
+                raise diverged(epoch, f"training loss {value}", args.lr, ckpt_dir)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -657,6 +667,9 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
             scaler.update()
             scheduler.step()
             total, count = total + value * len(images), count + len(images)
+        norm = weight_norm(model)
+        if not math.isfinite(norm) or norm > 100 * start_norm:  # the last step can blow up the weights: check them
+            raise diverged(epoch, f"weight norm {start_norm:.3g} -> {norm:.3g}", args.lr, ckpt_dir)
         val_map = mean_average_precision(detect(model, val_set, device), val_gt, len(categories))["map50"]
         state["epoch"] = epoch
         state["history"].append([total / count, val_map])

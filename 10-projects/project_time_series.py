@@ -353,10 +353,15 @@ def data_for_checkpoint(csv_path: Path, config: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------------ train
 
 
-def diverged(epoch: int, loss: float, lr: float, ckpt_dir: Path) -> ProjectError:
+def diverged(epoch: int, what: str, lr: float, ckpt_dir: Path) -> ProjectError:
     """Training blew up: stop before a diverged model or train state is saved over the last good one."""
-    return ProjectError(f"training diverged in epoch {epoch} (loss {loss:.3g}): try a lower --lr than {lr:g}; nothing "
+    return ProjectError(f"training diverged in epoch {epoch} ({what}): try a lower --lr than {lr:g}; nothing "
                         f"from this epoch was saved ({ckpt_dir} keeps its last good checkpoint and train state)")
+
+
+def weight_norm(model: nn.Module) -> float:
+    """The L2 norm of all the weights: training changes it a little; a step that blows the model up multiplies it."""
+    return math.sqrt(sum(p.detach().float().pow(2).sum().item() for p in model.parameters()))
 
 
 def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: bool = False) -> dict:
@@ -421,6 +426,7 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
               f"at epoch {state['best_epoch']})")
 
     start, first_epoch, first_loss = time.perf_counter(), state["epoch"] + 1, None
+    start_norm = weight_norm(model)
     bar = tqdm(range(first_epoch, args.epochs + 1), desc="train", unit="epoch", leave=False,
                disable=quiet or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)  # a bar in a terminal
     for epoch in bar:
@@ -431,17 +437,20 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
             loss = pinball_loss(model(xb), yb)
             first_loss = loss.item() if first_loss is None else first_loss
             if not math.isfinite(loss.item()) or loss.item() > 1000 * first_loss:   # NaN/inf, or blown up
-                raise diverged(epoch, loss.item(), args.lr, ckpt_dir)
+                raise diverged(epoch, f"loss {loss.item():.3g}", args.lr, ckpt_dir)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             total, count = total + loss.item() * len(xb), count + len(xb)
+        norm = weight_norm(model)
+        if not math.isfinite(norm) or norm > 100 * start_norm:  # the last step can blow up the weights: check them
+            raise diverged(epoch, f"weight norm {start_norm:.3g} -> {norm:.3g}", args.lr, ckpt_dir)
         model.eval()
         with torch.inference_mode():
             val = pinball_loss(model(xv), yv).item()
         if not math.isfinite(val):
-            raise diverged(epoch, val, args.lr, ckpt_dir)
+            raise diverged(epoch, f"validation loss {val:.3g}", args.lr, ckpt_dir)
         state["epoch"] = epoch
         state["history"].append([total / count, val])
         if val < state["best_val"] - 1e-6:

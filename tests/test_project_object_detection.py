@@ -367,9 +367,11 @@ def test_wrongly_shaped_config_gets_one_line(tmp_path, copied, fails):
 def test_diverged_run_exits_nonzero_and_keeps_the_checkpoint(tmp_path, copied, fails):
     data, ckpt = copied
     before = {f: (ckpt / f).read_bytes() for f in ("model.pt", "config.json", "train_state.pt")}
-    err = fails("train", "--data", data, *TINY, "--epochs", "2", "--ckpt-dir", ckpt, "--lr", "1e9")
-    assert "diverged" in err and "--lr" in err
-    assert {f: (ckpt / f).read_bytes() for f in before} == before, "the good checkpoint is not overwritten"
+    for batch in ("8", "64"):  # 64: an epoch is one batch, and its only step blows the weights up
+        err = fails("train", "--data", data, *TINY, "--epochs", "2", "--ckpt-dir", ckpt, "--lr", "1e9",
+                    "--batch-size", batch)
+        assert "diverged" in err and "--lr" in err
+        assert {f: (ckpt / f).read_bytes() for f in before} == before, "the good checkpoint is not overwritten"
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 

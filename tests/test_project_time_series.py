@@ -158,9 +158,10 @@ def test_checkpoint_and_train_state_misuse_gets_one_line(tmp_path, project_main)
     assert (ckpt / "model.pt").stat().st_mode & 0o777 == 0o666 & ~umask, "saved files get the usual permissions"
     model, state = (ckpt / "model.pt").read_bytes(), (ckpt / "train_state.pt").read_bytes()
 
-    assert "diverged" in fails(*train, "--epochs", 3, "--lr", 1e9)
-    assert (ckpt / "model.pt").read_bytes() == model and (ckpt / "train_state.pt").read_bytes() == state, \
-        "a diverged run leaves the last good checkpoint and train state alone"
+    for batch in (64, 512):                         # 512: each epoch is one batch, blown up by its only step
+        assert "diverged" in fails(*train, "--epochs", 3, "--lr", 1e9, "--batch-size", batch)
+        assert (ckpt / "model.pt").read_bytes() == model and (ckpt / "train_state.pt").read_bytes() == state, \
+            f"a diverged run leaves the last good checkpoint and train state alone (--batch-size {batch})"
     assert "season=21" in fails(*train[:-4], "--season", 14, "--ckpt-dir", ckpt, "--epochs", 3, "--resume")
     for foreign in ({"config": {}, "epoch": 3}, "a string", {"project": "project_simple_gan"}):
         torch.save(foreign, ckpt / "train_state.pt")
