@@ -506,8 +506,11 @@ def load_train_state(path: Path) -> tuple[dict, dict]:
         raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
     owner = saved.get("project") if isinstance(saved, dict) else None
     if owner != PROJECT:
-        what = f"of {owner!r}" if isinstance(owner, str) else "of another project or a model.pt, not a train state"
-        raise ProjectError(f"--resume: {path} is {what}, not a train state of {PROJECT}; use a new --ckpt-dir")
+        why = (f"it belongs to {owner}" if isinstance(owner, str) else
+               "an earlier version of this script wrote it, before train states named their project"
+               if isinstance(saved, dict) and "state" in saved and "config" in saved else
+               "it is another kind of file, a model.pt perhaps")
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT} ({why}); use a new --ckpt-dir")
     bad = [k for k, t in TRAIN_STATE_TYPES.items() if not isinstance(saved.get(k), t)]
     if not bad and saved["format_version"] != FORMAT_VERSION:
         bad = [f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})"]

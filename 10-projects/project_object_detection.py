@@ -527,8 +527,11 @@ def load_train_state(path: Path) -> tuple[dict, dict]:
         raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
     owner = saved.get("project") if isinstance(saved, dict) else None
     if owner != PROJECT:
-        what = f"of {owner!r}" if isinstance(owner, str) else "of another project or a model.pt, not a train state"
-        raise ProjectError(f"--resume: {path} is {what}, not a train state of {PROJECT}; use a new --ckpt-dir")
+        why = (f"it belongs to {owner}" if isinstance(owner, str) else
+               "an earlier version of this script wrote it, before train states named their project"
+               if isinstance(saved, dict) and "state" in saved and "config" in saved else
+               "it is another kind of file, a model.pt perhaps")
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT} ({why}); use a new --ckpt-dir")
     bad = [k for k, t in TRAIN_STATE_TYPES.items() if not isinstance(saved.get(k), t)]
     if not bad and saved["format_version"] != FORMAT_VERSION:
         bad = [f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})"]
@@ -587,7 +590,7 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
               "test_frac": args.test_frac, "split_seed": args.seed, "data": str(data_root),
               "data_fingerprint": fingerprint(splits["train"]),
               # the carved splits' images, relative to --data: evaluate uses exactly these, whatever is added later
-              "split_files": {s: [r["file"].relative_to(data_root).as_posix() for r in splits[s]]
+              "split_files": {s: [split_name(r["file"], data_root) for r in splits[s]]
                               for s in splits["carved"]}}
     torch.manual_seed(args.seed)
     model = build_detector(config)
@@ -704,12 +707,21 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
 # --------------------------------------------------------------------------------------------------------- evaluate
 
 
+def split_name(file: Path, data_root: Path) -> str:
+    """How config.json names a held-out image: relative to --data (so the folder may move), or the absolute path
+    when annotations.json points outside it."""
+    try:
+        return file.relative_to(data_root).as_posix()
+    except ValueError:
+        return file.resolve().as_posix()
+
+
 def evaluation_records(config: dict, splits: dict, data_root: Path, split: str) -> tuple[list, str]:
     """The image records of a split, and one line saying where they come from. A split the training run carved is
     read from the checkpoint's list of images (their boxes from today's annotations.json), never carved again:
     images added later cannot move training images into the test split. A split given as a folder is that folder."""
     everything = splits["train"] + splits["val"] + splits["test"]
-    by_name = {r["file"].relative_to(data_root).as_posix(): r for r in everything}
+    by_name = {split_name(r["file"], data_root): r for r in everything}
     held = {}
     for name in ("test", "val"):
         if name not in config["split_files"]:

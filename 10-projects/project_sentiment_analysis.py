@@ -343,7 +343,8 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
     config = {"project": PROJECT, "format_version": FORMAT_VERSION, "data": str(data), "classes": classes,
               "vocab_size": len(vocab), "min_freq": args.min_freq, "max_vocab": args.max_vocab,
               "embed_dim": args.embed_dim, "hidden": args.hidden, "max_len": args.max_len,
-              "n_train": len(tr), "n_val": len(va)}
+              "n_train": len(tr), "n_val": len(va),
+              "vocab_sha256": hashlib.sha256(json.dumps(vocab).encode("utf-8")).hexdigest()}  # as save_best writes it
     seqs = encode(texts, stoi)
     y = torch.tensor([classes.index(lab) for lab in labels])
     known = sum(t != stoi[UNK] for i in tr for t in seqs[i]) / max(1, sum(len(seqs[i]) for i in tr))
@@ -358,10 +359,14 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
         saved = load_train_state(state_path)
         old = json.loads(saved["config"])
-        for key in ("classes", "vocab_size", "embed_dim", "hidden", "n_train", "n_val", "data"):
+        # the vocabulary itself, not the --data path: the same file may be named another way
+        for key in ("classes", "vocab_size", "embed_dim", "hidden", "n_train", "n_val"):
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run has "
                                    f"{config.get(key)!r}; use a new --ckpt-dir to start afresh")
+        if old.get("vocab_sha256") != config["vocab_sha256"]:
+            raise ProjectError("--resume: this run's training texts give another vocabulary than the checkpoint's; "
+                               "use a new --ckpt-dir to start afresh")
     config_out = dict(config)
     # Nothing is written yet: config.json, vocab.json and the weights are written together when a model first improves
     # (save_best), so an interrupted run never pairs this vocabulary with the old weights.
@@ -385,9 +390,11 @@ def load_train_state(path: Path) -> dict:
         raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
     if not isinstance(saved, dict) or saved.get("project") != PROJECT:
         who = saved.get("project") if isinstance(saved, dict) else None
-        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}"
-                           + (f" (it belongs to {who})" if isinstance(who, str) else "")
-                           + "; use a new --ckpt-dir to start afresh")
+        why = (f" (it belongs to {who})" if isinstance(who, str) else
+               " (an earlier version of this script wrote it, before train states named their project)"
+               if isinstance(saved, dict) and "state" in saved and "config" in saved else "")
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}{why}; use a new --ckpt-dir to start "
+                           "afresh")
     if saved.get("format_version") != FORMAT_VERSION:
         raise ProjectError(f"--resume: {path} has format {saved.get('format_version')!r}, this script reads "
                            f"{FORMAT_VERSION}; use a new --ckpt-dir to start afresh")

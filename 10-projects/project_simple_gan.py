@@ -373,9 +373,11 @@ def load_train_state(path: Path) -> dict:
         raise ProjectError(f"--resume: {path} is unreadable ({err.__class__.__name__})") from None
     if not isinstance(saved, dict) or saved.get("project") != PROJECT:
         who = saved.get("project") if isinstance(saved, dict) else None
-        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}"
-                           + (f" (it belongs to {who})" if isinstance(who, str) else "")
-                           + "; use a new --ckpt-dir to start afresh")
+        why = (f" (it belongs to {who})" if isinstance(who, str) else
+               " (an earlier version of this script wrote it, before train states named their project)"
+               if isinstance(saved, dict) and "state" in saved and "config" in saved else "")
+        raise ProjectError(f"--resume: {path} is not a train state of {PROJECT}{why}; use a new --ckpt-dir to start "
+                           "afresh")
     if saved.get("format_version") != FORMAT_VERSION:
         raise ProjectError(f"--resume: {path} has format {saved.get('format_version')!r}, this script reads "
                            f"{FORMAT_VERSION}; use a new --ckpt-dir to start afresh")

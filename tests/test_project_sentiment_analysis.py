@@ -117,7 +117,7 @@ def test_train_evaluate_predict_as_a_learner(tmp_path):
     assert all(abs(float(r[2]) + float(r[3]) - 1) < 1e-3 for r in rows[1:]), "probabilities sum to 1"
 
 
-def test_resume_continues_and_then_has_nothing_to_do(tmp_path):
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path, capsys):
     project = load_script(REPO / PROJECT)
     data = write_csv(tmp_path / "train.csv", n=60)
     common = ["--device", "cpu", "--out-dir", str(tmp_path / "o")]
@@ -125,10 +125,15 @@ def test_resume_continues_and_then_has_nothing_to_do(tmp_path):
              "--ckpt-dir", str(tmp_path / "ck")]
     first = project.main(common + train + ["--epochs", "2"])
     assert first["lstm_epochs_run"] == 2 and first["bow_epochs_run"] == 2
-    resumed = project.main(common + train + ["--epochs", "3", "--resume"])
+    renamed = [*train[:2], os.path.relpath(data), *train[3:]]  # the same file, named another way
+    resumed = project.main(common + renamed + ["--epochs", "3", "--resume"])
     assert resumed["lstm_epochs_run"] == 1 and resumed["bow_epochs_run"] == 1, "resume continues at epoch 3"
     again = project.main(common + train + ["--epochs", "3", "--resume"])
     assert again["lstm_epochs_run"] == 0 and again["bow_epochs_run"] == 0, "a finished run trains nothing"
+    other = write_csv(tmp_path / "other.csv", n=60, seed=1)  # as many texts, other words: another vocabulary
+    with pytest.raises(SystemExit):
+        project.main(common + [*train[:2], str(other), *train[3:]] + ["--epochs", "4", "--resume"])
+    assert "another vocabulary" in capsys.readouterr().err
 
 
 @pytest.fixture
