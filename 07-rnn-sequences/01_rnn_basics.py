@@ -92,6 +92,8 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if args.hidden < 1 or args.steps < 2 or args.max_norm <= 0:
         parser.error("need --hidden >= 1, --steps >= 2 and --max-norm > 0")
+    if args.max_norm < 1e-6:  # the clipped float32 gradient's squares would underflow: its norm would read 0
+        parser.error(f"--max-norm {args.max_norm:g}: at least 1e-6 (practical thresholds are around 0.1 to 10)")
     if args.steps > MAX_STEPS:
         parser.error(f"--steps {args.steps}: at most {MAX_STEPS}; longer, the vanishing gradient underflows to 0 "
                      "and the exploding one overflows to inf even in float64, and their ratio means nothing")

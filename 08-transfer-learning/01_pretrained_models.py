@@ -317,10 +317,11 @@ def main(argv=None) -> dict:
     except OSError as err:
         raise SystemExit(f"cannot read {path} as an image: {err}") from None
     batch = preprocess(image).unsqueeze(0).to(device)  # (1, 3, H, W)
-    data = "ImageNet's" if weights is not None else "the stand-in's training images'"
+    scale = ("ImageNet's mean and std: 0 is ImageNet's average, not this photo's" if weights is not None else
+             f"the stand-in's fixed constants, mean {STANDIN_MEAN[0]} and std {STANDIN_STD[0]}")
     print(f"{path.name}: {image.size[0]}x{image.size[1]} photo -> tensor {tuple(batch.shape)}, "
-          f"channel means {[round(v, 2) for v in batch.mean((0, 2, 3)).tolist()]} (normalised with {data} mean "
-          "and std: 0 is that data's average, not this photo's; the network expects inputs on that scale)")
+          f"channel means {[round(v, 2) for v in batch.mean((0, 2, 3)).tolist()]} (normalised with {scale}; the "
+          "network expects inputs on the scale it was trained on)")
 
     section("3. Inference: eval() and inference_mode()")
     model.eval()  # BatchNorm: running statistics; Dropout: off

@@ -517,8 +517,9 @@ def main(argv=None) -> dict:
         metrics["zero_param_grads_bf16_below_bf16_min"] = int(
             (zeroed & (ref_param.abs() < torch.finfo(torch.bfloat16).tiny)).sum().item())
         if zeroed.any():
-            tensor_max = torch.cat([torch.full((p.numel(),), float(chunk.abs().max())) for p, chunk in zip(
-                model.parameters(), ref_param.split([p.numel() for p in model.parameters()]))])
+            # each entry's tensor's largest |gradient|, on the gradients' own device
+            tensor_max = torch.cat([chunk.abs().max().expand(chunk.numel())
+                                    for chunk in ref_param.split([p.numel() for p in model.parameters()])])
             worst = ref_param.abs()[zeroed].max().item()
             ratio = (ref_param.abs() / tensor_max)[zeroed].max().item()
             metrics["zero_param_grads_bf16_max_rel_to_tensor"] = ratio

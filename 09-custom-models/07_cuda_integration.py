@@ -23,9 +23,9 @@ Run it:
     python 09-custom-models/07_cuda_integration.py --cuda-build always   # compile the .cu even with no GPU
     python 09-custom-models/07_cuda_integration.py --device cuda         # benchmark at 2^26 elements on a GPU
 
-Time: the first run compiles the C++ source (about 20-25 s on a busy 2-core CPU; the CUDA source with nvcc, about 80 s
-more on the same machine); later runs load the cached build in a fraction of a second, and the rest takes about 20
-seconds on a busy 2-core CPU (--smoke: about 6 seconds once built).
+Time: the first run compiles the C++ source (5-25 s on a 2-core CPU, the more the busier it is; the CUDA source with
+nvcc, 15-80 s more, measured the same way); later runs load the cached build in a fraction of a second, and the rest
+takes about 20 seconds on a busy 2-core CPU (--smoke: about 4.5 s once built, on one idle core).
 What to look for: where the toolkit really is and what torch would have guessed; "opcheck: all 4 tests pass",
 "gradcheck: True"; each bad input answered by one clear sentence; the speed table (on a GPU: the kernel's bandwidth
 against torch's own elementwise kernel, and fused forward+backward against the eager chain).

@@ -50,9 +50,10 @@ def test_01_refuses_steps_whose_gradients_leave_float64():
     from harness import REPO, load_script
 
     lesson = load_script(REPO / RNN, "m07_rnn_long_steps")
-    with pytest.raises(SystemExit) as err:
-        lesson.parse_args(["--steps", "1200"])
-    assert err.value.code == 2  # argparse's usage error, before any work
+    for flags in (["--steps", "1200"], ["--max-norm", "1e-30"]):  # 1e-30: the clipped norm underflows to 0
+        with pytest.raises(SystemExit) as err:
+            lesson.parse_args(flags)
+        assert err.value.code == 2, flags  # argparse's usage error, before any work
 
 
 def test_01_02_float64_demos_leave_mps_for_the_cpu():

@@ -158,8 +158,6 @@ def test_04_domain_adaptation(run_lesson, capsys):
     # that gain is in theirs, and over AdaBN alone neither adds reliably in so short a training (DANN +0.6, self-
     # training -5.2 at seed 0): the default run asserts what they add (test_04_domain_adaptation_default_run)
     assert m["adabn_gain"] > 0.1, "AdaBN must raise the short-trained model's target accuracy"
-    for method in ("dann", "selftrain"):
-        assert abs(m[f"{method}_gain"] - m["adabn_gain"] - m[f"{method}_gain_over_adabn"]) < 1e-6
     assert m["rescanned_source_only_acc"] < m["source_only_target_acc"] - 0.2, "the scanner shift costs accuracy"
     assert m["adabn_gain_rescanned"] > 0.3, "recomputed BatchNorm statistics undo an affine pixel shift"
     assert m["domain_probe_adabn"] < m["domain_probe_before"] - 0.1  # per-domain statistics alone align a lot

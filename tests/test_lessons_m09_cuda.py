@@ -5,7 +5,7 @@ cache and shared by every run in the session: this file's smoke run, the determi
 and proves it is registered, opchecked, gradchecked, rejects bad input with a clear sentence and compiles to one
 graph. `pytest --device cuda` runs the same on the CUDA kernels.
 
-The nvcc check compiles the CUDA source even with no GPU (about 80 s cold on a busy 2-core machine). It is opt-in,
+The nvcc check compiles the CUDA source even with no GPU (15-80 s cold on a 2-core machine, by its load). It is opt-in,
 so that learners do not pay for it: .ci/run runs it as its own step,
     COURSE_NVCC_CHECK=1 .venv/bin/python -m pytest tests/test_lessons_m09_cuda.py -k nvcc
 and it fails there (instead of skipping) if nvcc cannot be found.
@@ -69,8 +69,6 @@ def test_07_cuda_integration(run_lesson, device, built_op):
     assert m["bench_fwd_max_abs_diff"] < 1e-5 and m["bench_grad_x_max_abs_diff"] < 1e-4
     assert m["large_float32_fwd_max_abs_diff"] < 1e-5 and m["large_float32_grad_x_max_abs_diff"] < 1e-4
     assert m["large_float32_grad_bias_max_rel_diff"] < 1e-5
-    if device == "cpu":
-        assert m["large_cpu_chunks"] >= 2, "the large check must split the rows across parallel_for chunks"
     if device == "cuda":
         assert m["cuda_op_built"] == 1, "with a GPU the CUDA kernels must build (nvcc) and run"
         assert m["float16_max_abs_diff"] < 2e-2 and m["bfloat16_max_abs_diff"] < 1e-1
@@ -209,7 +207,7 @@ def test_07_build_dir_that_is_a_file_is_a_usage_error(lesson, tmp_path, capsys):
 
 
 @pytest.mark.skipif(os.environ.get("COURSE_NVCC_CHECK") != "1" and not torch.cuda.is_available(),
-                    reason="opt-in, about 80 s: COURSE_NVCC_CHECK=1 pytest tests/test_lessons_m09_cuda.py -k nvcc")
+                    reason="opt-in, up to 80 s: COURSE_NVCC_CHECK=1 pytest tests/test_lessons_m09_cuda.py -k nvcc")
 def test_07_cuda_source_compiles_with_nvcc(run_lesson_subprocess):
     """nvcc compiles the lesson's .cu source, with no GPU if need be: the three traps (the wrapper's CUDA_HOME, no
     TORCH_CUDA_ARCH_LIST without a GPU, cusparse.h only in pip's nvidia/cu13/include) are the lesson's to solve."""
