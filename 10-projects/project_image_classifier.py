@@ -48,6 +48,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -829,7 +830,9 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: Path, device: torch.dev
 
     model = model.float().cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch.export's internals, not this program's
+        program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
     atomic_write(path, lambda p: program.save(str(p)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
