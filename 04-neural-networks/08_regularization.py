@@ -71,6 +71,8 @@ def parse_args(argv):
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
     if args.train_size < 10 or args.epochs < 2 or args.width < 2 or not 0 <= args.dropout < 1 or args.lr <= 0:
         parser.error("need --train-size >= 10, --epochs >= 2, --width >= 2, 0 <= --dropout < 1 and --lr > 0")
+    if args.weight_decay < 0 or args.l1 < 0:  # a negative penalty rewards large weights
+        parser.error("need --weight-decay >= 0 and --l1 >= 0")
     return args
 
 

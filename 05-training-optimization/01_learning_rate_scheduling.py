@@ -11,9 +11,10 @@ Run it:
     python 05-training-optimization/01_learning_rate_scheduling.py --epochs 60 --lr 0.2
 
 Takes about 6 seconds on a 2-core CPU (--smoke: about 4 s).
-What to look for: the schedules in lr_schedules.png; the decaying schedules end with a lower loss than the constant
-rate; the scheduler's cosine matches 0.5 * lr * (1 + cos(pi * t / T)) to float precision. Epoch schedulers step once
-per epoch, OneCycleLR once per batch: calling step() in the wrong place is the most common scheduler bug.
+What to look for: the schedules in lr_schedules.png; how many decaying schedules end with a lower loss than the
+constant rate (the line "N/6 decaying schedules beat the constant lr": 4/6 by default); the scheduler's cosine
+matches 0.5 * lr * (1 + cos(pi * t / T)) to float precision. Epoch schedulers step once per epoch, OneCycleLR once
+per batch: calling step() in the wrong place is the most common scheduler bug.
 """
 
 import argparse
@@ -213,7 +214,9 @@ def main(argv=None) -> dict:
     print("- Epoch schedulers (StepLR, Cosine, ...) step once per epoch; OneCycleLR steps once per optimizer step.")
     print("- Call optimizer.step() before scheduler.step(); the lr printed is the one each step actually used.")
     print("- Warm-up starts small so early, noisy gradients cannot throw the weights far; SequentialLR chains phases.")
-    print("- Decaying the lr at the end lets SGD settle into a minimum: the final losses show how much it matters.")
+    print(f"- Decaying the lr at the end lets SGD settle into a minimum: {beat} of the {len(decayed)} decaying "
+          "schedules ended below the constant rate's loss here"
+          + ("." if beat == len(decayed) else "; how and when it decays matters as much as decaying."))
     print("- Schedules change the training loss far more than the val accuracy here: the small task overfits, and")
     print("  a lower training loss is not automatically better generalisation (04_early_stopping.py).")
     return metrics

@@ -5,7 +5,10 @@ with the reference solution) and raises AssertionError("expected ..., got ...").
 """
 
 import copy
+import random
+from unittest import mock
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from check_utils import assert_close, describe
@@ -73,13 +76,20 @@ def check_count_parameters(fn):
     )
 
 
+def _refuse_linear(*args, **kwargs):
+    raise AssertionError("expected x @ weight.T + bias by hand, got a call to F.linear (or nn.Linear), which does "
+                         "the whole job")
+
+
 def check_linear_forward(fn):
     for in_f, out_f in ((5, 5), (6, 3)):  # square first: W instead of W.T gives wrong numbers, not an error
         weight, bias = torch.randn(out_f, in_f), torch.randn(out_f)
         x = torch.randn(4, in_f)
         expected = torch.stack([torch.stack([(x[i] * weight[j]).sum() + bias[j] for j in range(out_f)])
                                 for i in range(4)])  # y_ij = sum_k x_ik W_jk + b_j
-        _close(fn(x, weight, bias), expected, f"linear_forward with weight {tuple(weight.shape)}")
+        with mock.patch.object(F, "linear", _refuse_linear):  # the exercise: by hand, not with F.linear
+            got = fn(x, weight, bias)
+        _close(got, expected, f"linear_forward with weight {tuple(weight.shape)}")
     x3 = torch.randn(2, 3, 6)
     expected3 = torch.einsum("btk,jk->btj", x3, weight) + bias
     _close(fn(x3, weight, bias), expected3, "linear_forward on a (2, 3, 6) input")
@@ -145,6 +155,9 @@ def check_evaluate_accuracy(fn):
     model.train()
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     got = fn(model, loader)
+    assert torch.is_grad_enabled(), (
+        "expected gradients switched off only inside evaluate_accuracy (with torch.no_grad():), but they are still "
+        "off after it returned: every training step after it would compute no gradients")
     assert isinstance(got, float), f"expected a Python float, got {type(got).__name__}"
     assert seen, "expected the model to be called on the loader's batches"
     assert not any(training for training, _ in seen), "expected model.eval() before predicting (dropout was on)"
@@ -194,7 +207,10 @@ def check_split_indices(fn):
         val_idx.sort().values, torch.arange(0, 20)
     ), "expected a random validation set, got a contiguous block (sorted datasets make that a biased sample)"
     torch.manual_seed(123)  # the global RNG state must not matter
+    np.random.seed(123)
+    random.seed(123)
     state_before = torch.get_rng_state()
+    np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
     again = fn(n, frac, seed=3)
     assert torch.equal(again[1], val_idx) and torch.equal(again[0], train_idx), (
         "expected the same split for the same seed (use a torch.Generator seeded with `seed`)"
@@ -204,6 +220,9 @@ def check_split_indices(fn):
         "torch.manual_seed(seed) inside the function reseeds the generator the rest of the program draws from "
         "(initialisation, dropout, shuffling); draw from your own torch.Generator().manual_seed(seed)"
     )
+    assert (np.random.get_state()[1] == np_before).all() and random.getstate() == py_before, (
+        "expected NumPy's and Python's global random generators to be left alone: np.random.seed / random.seed "
+        "inside the function reseed what the rest of the program draws from; use torch.Generator().manual_seed(seed)")
     other = fn(n, frac, seed=4)
     assert not torch.equal(other[1], val_idx), "expected a different split for a different seed"
     small_train, small_val = fn(7, 0.5, seed=0)

@@ -97,8 +97,12 @@ def check_fuse_linear_bn(fn):
     x = torch.randn(10, 6)
     with torch.no_grad():
         expected = bn.eval()(linear(x))
+        weight, bias = linear.weight.clone(), linear.bias.clone()
         fused = fn(linear, bn)
         assert isinstance(fused, nn.Linear), f"expected an nn.Linear, got {describe(fused)}"
+        assert fused is not linear, "expected a new nn.Linear: changing `linear` in place breaks its model"
+        assert torch.equal(linear.weight, weight) and torch.equal(linear.bias, bias), (
+            "expected linear's weight and bias left unchanged (copy them into the new layer, then scale the copy)")
         assert (fused.in_features, fused.out_features) == (6, 4), "expected in_features 6 and out_features 4"
         assert_close(fused(x), expected, "fused(x) should equal bn.eval()(linear(x)) (scale = bn.weight / "
                      "sqrt(running_var + eps); bias = (linear.bias - running_mean) * scale + bn.bias)")
@@ -180,6 +184,9 @@ def check_save_checkpoint(fn):
         with mock.patch.object(torch, "save", recording_save):
             fn(path, model, opt, sched, 7)
         assert targets, "expected torch.save to be called"
+        assert all(Path(t).parent == path.parent for t in targets), (
+            f"expected the temporary file in path's own folder, got {targets[0]}: os.replace cannot move a file from "
+            "another filesystem (the system's temp folder often is one); tempfile.mkstemp(dir=path.parent)")
         assert str(path) not in targets, (
             "expected torch.save to write a temporary file that os.replace then moves onto path; writing path "
             "directly can leave a half-written checkpoint after a crash"
@@ -207,7 +214,7 @@ def check_load_checkpoint(fn):
     calls = []
 
     def recording_load(*args, **kwargs):
-        calls.append(kwargs)
+        calls.append({**dict(zip(("f", "map_location"), args, strict=False)), **kwargs})
         return real_load(*args, **kwargs)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +228,9 @@ def check_load_checkpoint(fn):
         "expected torch.load(..., weights_only=True), passed explicitly: weights_only=False unpickles (and can run) "
         "arbitrary code, and the default depends on the torch version and the TORCH_FORCE_*_WEIGHTS_ONLY_LOAD variables"
     )
+    assert all(str(c.get("map_location")) == "cpu" for c in calls), (
+        "expected torch.load(..., map_location=\"cpu\"): a checkpoint saved on a GPU otherwise loads onto that GPU, "
+        "and fails on a machine without one")
     assert got == 5, f"expected the stored epoch 5, got {describe(got)}"
     for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
         assert torch.equal(p, q), "expected the model's weights restored from checkpoint['model']"
@@ -244,6 +254,10 @@ def check_random_search_configs(fn):
     assert all(1e-5 <= v <= 1e-1 for v in lrs), "expected every lr within [1e-5, 1e-1]"
     assert all(0.1 <= v <= 0.5 for v in drop), "expected every dropout within [0.1, 0.5]"
     assert all(c["width"] in (32, 64, 128) for c in configs), "expected every width to be one of [32, 64, 128]"
+    kinds = {(type(c["lr"]).__name__, type(c["dropout"]).__name__, type(c["width"]).__name__) for c in configs[:5]}
+    assert kinds == {("float", "float", "int")}, (
+        f"expected plain Python values (float lr and dropout, int width), got types {sorted(kinds)[0]}: NumPy scalars "
+        "do not go into json.dumps; convert with float(...) / int(...) or .item()")
     below = sum(v < 1e-3 for v in lrs) / len(lrs)
     assert 0.45 < below < 0.55, (
         f"expected about half of the log-uniform lrs below 1e-3 (the middle of 1e-5..1e-1 in log space), got "

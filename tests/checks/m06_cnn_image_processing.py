@@ -92,6 +92,15 @@ def check_make_small_cnn(fn):
         expected_params = (3 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (flat * num_classes + num_classes)
         params = sum(p.numel() for p in model.parameters())
         assert params == expected_params, f"expected {expected_params:,} parameters, got {params:,}"
+        # the forward pass with the network's own weights: a missing ReLU or another pooling changes it
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            h = x
+            for conv in convs:
+                h = F.max_pool2d(F.relu(F.conv2d(h, conv.weight, conv.bias, padding=1)), 2)
+            expected = F.linear(h.flatten(1), linears[0].weight, linears[0].bias)
+            assert_close(model(x), expected, "model(x) with its own weights should be Conv2d -> ReLU -> MaxPool2d(2), "
+                         "twice, then Flatten -> Linear", atol=1e-5)
 
 
 def check_make_image_dataset(fn):

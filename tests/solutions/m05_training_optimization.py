@@ -138,6 +138,14 @@ def fuse_linear_bn__forgot_linear_bias(linear, bn):
     return fused
 
 
+def fuse_linear_bn__in_place(linear, bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    with torch.no_grad():  # right numbers, but the model that owns `linear` now applies BatchNorm twice
+        linear.bias.copy_((linear.bias - bn.running_mean) * scale + bn.bias)
+        linear.weight.mul_(scale[:, None])
+    return linear
+
+
 # ---- Exercise 5 ----
 def mixup(x, y, num_classes, lam, perm):
     one_hot = nn.functional.one_hot(y, num_classes).float()
@@ -219,6 +227,15 @@ def save_checkpoint__not_atomic(path, model, optimizer, scheduler, epoch):
                 "scheduler": scheduler.state_dict(), "epoch": epoch}, path)  # a crash mid-write destroys the old one
 
 
+def save_checkpoint__temp_in_system_folder(path, model, optimizer, scheduler, epoch):
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch}
+    fd, tmp = tempfile.mkstemp(suffix=".tmp")  # /tmp: os.replace fails when path is on another filesystem
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint__temp_file_left_behind(path, model, optimizer, scheduler, epoch):
     path = Path(path)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -245,6 +262,14 @@ def load_checkpoint__forgot_optimizer(path, model, optimizer, scheduler):
     return state["epoch"]
 
 
+def load_checkpoint__no_map_location(path, model, optimizer, scheduler):
+    state = torch.load(path, weights_only=True)  # a GPU-saved checkpoint would need that GPU
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"]
+
+
 def load_checkpoint__weights_only_false(path, model, optimizer, scheduler):
     state = torch.load(path, map_location="cpu", weights_only=False)  # unpickles arbitrary code
     model.load_state_dict(state["model"])
@@ -266,6 +291,22 @@ def random_search_configs(n, space, seed):
                 config[name] = float(rng.uniform(spec[1], spec[2]))
             else:
                 config[name] = spec[1][int(rng.integers(len(spec[1])))]
+        configs.append(config)
+    return configs
+
+
+def random_search_configs__numpy_scalars(n, space, seed):
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(n):
+        config = {}
+        for name, spec in space.items():
+            if spec[0] == "log":
+                config[name] = np.exp(rng.uniform(np.log(spec[1]), np.log(spec[2])))  # np.float64
+            elif spec[0] == "uniform":
+                config[name] = rng.uniform(spec[1], spec[2])
+            else:
+                config[name] = rng.choice(spec[1])  # np.int64
         configs.append(config)
     return configs
 

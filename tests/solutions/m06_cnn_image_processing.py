@@ -82,6 +82,22 @@ def make_small_cnn__no_padding(num_classes=10):
     )
 
 
+def make_small_cnn__no_relu(num_classes=10):
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(2),  # no activation: the convolutions collapse into one
+        nn.Conv2d(16, 32, 3, padding=1), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, num_classes),
+    )
+
+
+def make_small_cnn__average_pooling(num_classes=10):
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, num_classes),
+    )
+
+
 # Exercise 5
 class _ImageArrayDataset(Dataset):
     def __init__(self, images, labels, chw: bool = True):
