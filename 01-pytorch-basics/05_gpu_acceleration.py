@@ -66,6 +66,8 @@ def parse_args(argv):
                         help="matmul sizes n for the CPU (the GPU also runs 2048, 4096, 8192); --smoke: 64 128")
     parser.add_argument("--copy-mb", type=int, default=256, help="MiB copied host-to-device per transfer (GPU only)")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():

@@ -56,6 +56,8 @@ def parse_args(argv):
                         help="where metrics.json is written")
     parser.add_argument("--size", type=int, default=512, help="matrix size for the no_grad/inference_mode timing")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here")
     if args.device == "mps" and not torch.backends.mps.is_available():

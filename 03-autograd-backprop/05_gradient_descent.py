@@ -59,6 +59,8 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=200, help="gradient descent steps")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate of the by-hand versus SGD runs")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here")
     if args.device == "mps" and not torch.backends.mps.is_available():

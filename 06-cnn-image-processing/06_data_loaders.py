@@ -72,6 +72,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--max-workers", type=int, default=4, help="largest num_workers tried (capped by the CPUs)")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():

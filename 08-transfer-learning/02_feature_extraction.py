@@ -80,6 +80,8 @@ def parse_args(argv):
     parser.add_argument("--train-per-class", type=int, default=20, help="labelled training images per digit")
     parser.add_argument("--knn-k", type=int, default=5, help="neighbours that vote in k-NN")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():

@@ -76,6 +76,8 @@ def parse_args(argv):
                         help="CPU threads for both eager PyTorch and onnxruntime during the timings")
     parser.add_argument("--repeats", type=int, default=200, help="timed runs per measurement (the median is kept)")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():

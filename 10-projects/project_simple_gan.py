@@ -858,6 +858,8 @@ def parse_args(argv):
     parser.add_argument("--ring-steps", type=positive_int, default=1500,
                         help="training steps of each 2-D GAN (plain and PacGAN)")
     args = parser.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
+        parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the README's GPU section)")
     if args.device == "mps" and not torch.backends.mps.is_available():

@@ -133,7 +133,8 @@ def test_lesson_shape(path):
 
 
 @pytest.mark.parametrize("path", built_lessons())
-@pytest.mark.parametrize("bad", [["--device", "tpu"], ["--seed", "abc"], ["--no-such-flag"]], ids=str)
+@pytest.mark.parametrize("bad", [["--device", "tpu"], ["--seed", "abc"], ["--seed", "-1"], ["--no-such-flag"]],
+                         ids=str)
 def test_bad_flags_get_argparse_errors(path, bad, tmp_path, capsys):
     """A mistyped flag is answered by argparse (exit 2, a usage message), before any work is done."""
     module = load_script(REPO / path)
