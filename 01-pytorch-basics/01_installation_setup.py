@@ -74,6 +74,8 @@ def parse_args(argv):
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    if args.requirements != REQUIREMENTS and not args.requirements.is_file():  # given, but not a file: a typo
+        parser.error(f"--requirements {args.requirements}: no such file")
     return args
 
 
@@ -82,7 +84,11 @@ def read_pins(path: Path) -> dict:
     if not path.is_file():
         print(f"{path} not found (was this file copied out of the repo?); checking the core packages only.")
         return dict.fromkeys(CORE_PACKAGES)
-    return {m.group(1): m.group(2) for line in path.read_text().splitlines() if (m := PIN.match(line))}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SystemExit(f"cannot read {path} as a requirements file ({err.__class__.__name__})") from None
+    return {m.group(1): m.group(2) for line in text.splitlines() if (m := PIN.match(line))}
 
 
 def check_packages(pins: dict) -> dict:

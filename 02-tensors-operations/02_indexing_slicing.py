@@ -147,8 +147,12 @@ def select_gather_scatter(device: torch.device, n: int) -> dict:
           f"argmax gives back the labels: {torch.equal(one_hot.argmax(1), labels)}")
     naive_dup = torch.zeros(k, device=device)
     naive_dup[labels] += 1  # duplicates in the index: only one += lands per position
-    print(f"zeros[labels] += 1 counts only {int(naive_dup.sum())} of {n}: advanced-index += does not accumulate "
-          "duplicates; scatter_add_/index_add_ does")
+    if int(naive_dup.sum()) < n:
+        print(f"zeros[labels] += 1 counts only {int(naive_dup.sum())} of {n}: advanced-index += does not accumulate "
+              "duplicates; scatter_add_/index_add_ does")
+    else:
+        print(f"zeros[labels] += 1 counts {int(naive_dup.sum())} of {n} here, only because no label repeats in so few "
+              "rows: advanced-index += does not accumulate duplicates; scatter_add_/index_add_ does")
     return {"gather_matches_loop": gather_ok, "select_gather_are_copies": copies,
             "scatter_add_matches_loop": torch.equal(counts, loop_counts),
             "one_hot_roundtrip": torch.equal(one_hot.argmax(1), labels),

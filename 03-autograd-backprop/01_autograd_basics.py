@@ -68,8 +68,8 @@ def parse_args(argv):
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
+    if device.type != "cpu":
+        torch.accelerator.synchronize()  # GPU work (CUDA, MPS) is asynchronous: wait before reading the clock
 
 
 def time_forward(model: torch.nn.Module, x: torch.Tensor, context, repeats: int, device: torch.device) -> float:

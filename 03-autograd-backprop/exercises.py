@@ -44,8 +44,9 @@ def finite_difference_gradient(f, x: torch.Tensor, eps: float = 1e-5) -> torch.T
         >>> finite_difference_gradient(lambda t: (t ** 3).sum(), torch.tensor([2.0], dtype=torch.float64))
         tensor([12.0000], dtype=torch.float64)   # 3 * 2^2, up to ~1e-10
 
-    Hint: loop over `range(x.numel())` on a flattened clone (`x.clone().view(-1)` or `.reshape(-1)`); set one
-    element to old + eps, evaluate, to old - eps, evaluate, put it back. Lesson 03.
+    Hint: work on a clone, `work = x.detach().clone()`, through its flat view `flat = work.view(-1)` (a view: writing
+    flat[i] changes work); for each i set flat[i] to old + eps and evaluate f(work), which is shaped like x, then
+    old - eps, evaluate, put the old value back. Use f's values only, not autograd. Lesson 03.
     """
     raise NotImplementedError("Exercise 2: finite_difference_gradient")
 

@@ -78,3 +78,16 @@ def test_report_says_cuda_home_is_right_when_set(doctor, fake_toolchain, monkeyp
     monkeypatch.setenv("CUDA_HOME", str(toolkit))
     facts = doctor.report_toolchain()
     assert facts["cuda_home_ok"] == 1 and "WRONG" not in capsys.readouterr().out
+
+
+def test_a_requirements_file_that_is_not_there_or_not_text_gets_one_line(doctor, tmp_path, capsys):
+    """--requirements with a typo is argparse's usage error (not a silent fall-back to the core list); a file that
+    is not UTF-8 text ends the run with one line, not a traceback."""
+    with pytest.raises(SystemExit) as err:
+        doctor.parse_args(["--requirements", str(tmp_path / "typo.txt")])
+    assert err.value.code == 2 and "no such file" in capsys.readouterr().err
+    binary = tmp_path / "requirements.txt"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(SystemExit) as err:
+        doctor.read_pins(binary)
+    assert "cannot read" in str(err.value.code)

@@ -50,8 +50,24 @@ def check_share_from_numpy(fn):
 
 def check_independent_numpy(fn):
     w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
-    got = fn(w)
+    moved = []
+    real_cpu, real_to = torch.Tensor.cpu, torch.Tensor.to
+
+    def recording_cpu(self, *args, **kwargs):
+        moved.append("cpu")
+        return real_cpu(self, *args, **kwargs)
+
+    def recording_to(self, *args, **kwargs):
+        moved.append(str(kwargs.get("device", args[0] if args else "")))
+        return real_to(self, *args, **kwargs)
+
+    with mock.patch.object(torch.Tensor, "cpu", recording_cpu), mock.patch.object(torch.Tensor, "to", recording_to):
+        got = fn(w)
     assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {describe(got)}"
+    assert got.dtype == np.float32, f"expected the tensor's dtype kept (float32), got {got.dtype}"
+    assert "cpu" in moved, (
+        "expected .cpu() (or .to(\"cpu\")) before .numpy(): the tensor may live on a GPU, and .numpy() works on "
+        "CPU tensors only")
     assert got.tolist() == [1.0, 2.0, 3.0], f"expected values [1.0, 2.0, 3.0], got {describe(got)}"
     with torch.no_grad():
         w.add_(10)  # what an optimizer step does
@@ -157,7 +173,12 @@ def check_predict_proba(fn):
         hidden = torch.relu(x @ model[0].weight.T + model[0].bias)
         expected = torch.softmax(hidden @ model[3].weight.T + model[3].bias, dim=1)  # (N, 3)
     model.train()  # as it is left after training
+    grad_modes = []
+    model.register_forward_hook(lambda mod, inp, out: grad_modes.append(torch.is_grad_enabled()))
     got = _tensor(fn(model, x), "predict_proba(model, x)")
+    assert grad_modes and not any(grad_modes), (
+        "expected the forward pass under torch.no_grad() (or inference_mode): without it autograd records a graph "
+        "for every prediction, and .detach() afterwards does not undo that cost")
     assert got.shape == (10, 3), f"expected shape (10, 3), got {tuple(got.shape)}"
     assert not got.requires_grad, "expected a result that does not require grad: compute it under torch.no_grad()"
     assert_close(got.sum(dim=1), torch.ones(10), "each row's sum (softmax over dim=1 sums to 1)", atol=1e-5)

@@ -31,20 +31,37 @@ def check_autograd_gradient(fn):
     _close(again, expected, 1e-10, "second call with the same x (gradients must not pile up)")
 
 
+class _ExpCubeNoAutograd(torch.autograd.Function):
+    """e^t t^3 whose backward is deliberately wrong (zero): only differences of f's values give its gradient."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return torch.exp(t) * t**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 0
+
+
 def check_finite_difference_gradient(fn):
     x = torch.rand(3, 4, dtype=torch.float64) + 0.5  # (3, 4) in [0.5, 1.5)
     original = x.clone()
+    weights = torch.arange(1, 13, dtype=torch.float64).view(3, 4)  # each element counts differently
 
     def f(t):
-        return (torch.exp(t) * t**3).sum()
+        assert t.shape == x.shape, (
+            f"f was called with a tensor of shape {tuple(t.shape)}, not x's {tuple(x.shape)}: perturb a flat view of a "
+            "clone, then pass the clone itself (shaped like x) to f")
+        return (_ExpCubeNoAutograd.apply(t) * weights).sum()
 
-    expected = torch.exp(x) * (x**3 + 3 * x**2)  # d/dt e^t t^3, by the product rule
+    expected = weights * torch.exp(x) * (x**3 + 3 * x**2)  # d/dt e^t t^3, by the product rule
     got = fn(f, x, 1e-5)
     assert torch.equal(x, original), "expected x to be unchanged after the call, got modified values"
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64, (
         f"expected a float64 tensor, got {getattr(got, 'dtype', type(got).__name__)}"
     )
-    _close(got, expected, 1e-6, "central differences of sum(e^x x^3) with eps=1e-5 (accurate to ~1e-9)")
+    _close(got, expected, 1e-5, "central differences of sum(w * e^x x^3) with eps=1e-5 (accurate to ~1e-8; this f's "
+           "autograd gradient is wrong on purpose: the exercise computes it from f's values alone)")
 
 
 def check_sgd_step(fn):

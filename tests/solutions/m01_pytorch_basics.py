@@ -38,6 +38,14 @@ def independent_numpy__numpy_on_grad_tensor(t):
     return t.numpy().copy()
 
 
+def independent_numpy__no_cpu(t):
+    return t.detach().numpy().copy()  # right on a CPU tensor; a GPU tensor raises
+
+
+def independent_numpy__via_list(t):
+    return np.array(t.tolist())  # float64, not the tensor's float32
+
+
 def numpy_to_model_input(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(arr).to(device=device, dtype=torch.float32)
 
@@ -111,6 +119,11 @@ def predict_proba__forgot_eval(model, x):
 def predict_proba__forgot_no_grad(model, x):
     model.eval()
     return torch.softmax(model(x), dim=1)
+
+
+def predict_proba__detach_after(model, x):
+    model.eval()
+    return torch.softmax(model(x), dim=1).detach()  # the graph was recorded anyway
 
 
 def count_nonfinite(t: torch.Tensor) -> int:

@@ -66,6 +66,25 @@ def finite_difference_gradient__modifies_x_in_place(f, x, eps=1e-5):
     return grad
 
 
+def finite_difference_gradient__autograd(f, x, eps=1e-5):
+    leaf = x.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(f(leaf), leaf)[0]  # what finite differences are meant to check, not compute
+
+
+def finite_difference_gradient__evaluates_flat(f, x, eps=1e-5):
+    flat = x.detach().clone().reshape(-1)
+    grad = torch.zeros_like(flat)
+    for i in range(flat.numel()):
+        old = flat[i].item()
+        flat[i] = old + eps
+        up = f(flat).item()  # f gets a (12,) tensor, not one shaped like x
+        flat[i] = old - eps
+        down = f(flat).item()
+        flat[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad.view_as(x)
+
+
 # Exercise 3 ------------------------------------------------------------------------------------------------------
 
 
