@@ -512,20 +512,22 @@ def load_train_state(path: Path) -> tuple[dict, dict]:
                if isinstance(saved, dict) and "state" in saved and "config" in saved else
                "it is another kind of file, a model.pt perhaps")
         raise ProjectError(f"--resume: {path} is not a train state of {PROJECT} ({why}); use a new --ckpt-dir")
+    def damaged(what: str) -> ProjectError:
+        return ProjectError(f"--resume: {path} is damaged or of another version ({what}); use a new --ckpt-dir to "
+                            "start afresh")
+
     bad = [k for k, t in TRAIN_STATE_TYPES.items() if not isinstance(saved.get(k), t)]
-    if not bad and saved["format_version"] != FORMAT_VERSION:
-        bad = [f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})"]
-    try:
-        state = json.loads(saved["state"]) if not bad else None
-        if not bad and not (isinstance(state, dict) and all(isinstance(state.get(k), (int, float)) for k in
-                                                            ("epoch", "best_val", "best_epoch", "bad_epochs"))
-                            and isinstance(state.get("history"), list)):
-            bad = ["state"]
-    except ValueError:
-        bad = ["state"]
     if bad:
-        raise ProjectError(f"--resume: {path} is damaged or of another version ({', '.join(bad)}); use a new "
-                           "--ckpt-dir to start afresh")
+        raise damaged(", ".join(bad))
+    if saved["format_version"] != FORMAT_VERSION:
+        raise damaged(f"format_version {saved['format_version']} (this program writes {FORMAT_VERSION})")
+    try:
+        state = json.loads(saved["state"])
+    except ValueError:
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("history"), list)
+            and all(isinstance(state.get(k), (int, float)) for k in ("epoch", "best_val", "best_epoch", "bad_epochs"))):
+        raise damaged("state")
     return saved, state
 
 
