@@ -258,3 +258,22 @@ def check_odd_image_formats(read_image, rgb, folder: Path) -> None:
     g = read_image(folder / "g16.png")
     assert g.dtype == torch.uint8 and g.shape == (3, h, w)
     assert abs(int(g[0, h // 2, 0]) - round(grey[h // 2, 0] / 257)) <= 1 and g[0].max() == 255, "65535 -> 255"
+
+
+def check_foreign_train_states(fails, resume: list, ckpt: Path, project: str, other: str) -> None:
+    """`--resume` over train_state.pt files that are not this project's: a model.pt copied over it, `other`
+    project's state, this project's name on a malformed state, a list. Each must be one line naming the problem;
+    `fails(*args)` runs the project and returns its error line."""
+    import shutil
+
+    import torch
+
+    state = ckpt / "train_state.pt"
+    shutil.copy(ckpt / "model.pt", state)
+    assert "not a train state" in fails(*resume)
+    torch.save({"project": other, "state": "{}"}, state)
+    assert other in fails(*resume)
+    torch.save({"project": project, "format_version": 2, "config": "x"}, state)
+    assert "damaged" in fails(*resume)
+    torch.save([1, 2, 3], state)
+    assert "not a train state" in fails(*resume)

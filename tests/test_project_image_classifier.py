@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from harness import REPO, check_odd_image_formats, load_script, run_subprocess
+from harness import REPO, check_foreign_train_states, check_odd_image_formats, load_script, run_subprocess
 
 pytestmark = pytest.mark.smoke
 
@@ -265,17 +265,9 @@ def test_files_are_written_with_ordinary_permissions(trained):
 
 def test_foreign_or_reshaped_train_state_gets_one_line(tmp_path, copied, fails):
     data, ckpt = copied
-    state = ckpt / "train_state.pt"
     resume = ["train", "--data", data, "--image-size", "32", "--smoke", "--epochs", "2", "--ckpt-dir", ckpt,
               "--resume"]
-    shutil.copy(ckpt / "model.pt", state)                                    # a plain model.pt copied over it
-    assert "not a train state" in fails(*resume)
-    torch.save({"project": "project_simple_gan", "state": "{}"}, state)     # another project's train state
-    assert "project_simple_gan" in fails(*resume)
-    torch.save({"project": "project_image_classifier", "format_version": 2, "config": "x"}, state)
-    assert "damaged" in fails(*resume)
-    torch.save([1, 2, 3], state)
-    assert "not a train state" in fails(*resume)
+    check_foreign_train_states(fails, resume, ckpt, "project_image_classifier", other="project_simple_gan")
 
 
 def test_wrongly_shaped_config_gets_one_line(tmp_path, copied, fails):
