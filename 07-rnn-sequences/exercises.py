@@ -164,7 +164,8 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     q (B, L, d), k (B, S, d), v (B, S, dv), mask bool (B, L, S) with True = this query may attend to this key.
     Return (output (B, L, dv), weights (B, L, S)) where weights = softmax(q k^T / sqrt(d)) over the keys with
     masked keys given exactly zero weight, and output = weights @ v. (The same as
-    F.scaled_dot_product_attention(q, k, v, attn_mask=mask); do not call it.)
+    F.scaled_dot_product_attention(q, k, v, attn_mask=mask); do not call it.) Every query may attend to at least
+    one key: a row with none would be a softmax over nothing but -inf, which is NaN.
 
     Example:
         out, w = masked_attention(torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6),
@@ -183,7 +184,8 @@ def greedy_decode(step_fn, h: torch.Tensor, sos_idx: int, eos_idx: int, max_len:
 
     step_fn(tokens (B,), h) -> (logits (B, V), new h) as in Exercise 8. Starting from <sos>, pick the most likely
     token at each step and feed it back in, for at most max_len steps. Return a list of B lists of token ids: each
-    sequence's tokens up to, NOT including, its first <eos> (all max_len tokens if it never emits one).
+    sequence's tokens up to, NOT including, its first <eos> (all max_len tokens if it never emits one). The
+    batch size B is h.shape[0] (h is (B, H), as for the nn.GRUCell decoder of lesson 06).
 
     Example:
         greedy_decode(step_fn, h0, sos_idx=1, eos_idx=2, max_len=10) -> [[5, 7, 4], [9]]

@@ -28,8 +28,17 @@ def describe(value) -> str:
         device = "" if value.device.type == "cpu" else f", device={value.device}"
         dtype = str(value.dtype).replace("torch.", "")
         return f"tensor(shape={tuple(value.shape)}, dtype={dtype}{device}, [{shown}])"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+        shown = [_shape_only(v) if isinstance(v, torch.Tensor) else describe(v) for v in value[:4]]
+        more = ", ..." if len(value) > 4 else ""
+        return f"a {type(value).__name__} of {len(value)}: [{', '.join(shown)}{more}]"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _shape_only(value: torch.Tensor) -> str:
+    device = "" if value.device.type == "cpu" else f", device={value.device}"
+    return f"tensor(shape={tuple(value.shape)}, dtype={str(value.dtype).replace('torch.', '')}{device})"
 
 
 def _fmt(v) -> str:

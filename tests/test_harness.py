@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from check_utils import describe
 from exercise_harness import Outcome, evaluate
 from harness import check_metrics, comparable, is_timing_key, subprocess_env, torch_state_guard
 
@@ -131,6 +132,16 @@ def test_exercise_outcomes(fn, status, message):
     assert outcome.status == status and message in outcome.message, outcome
     assert isinstance(outcome, Outcome)
 
+
+
+def test_describe_keeps_tensors_short_inside_lists_and_tuples():
+    """A learner who returns [h, c] instead of (h, c) reads the container's shapes, not two tensor reprs."""
+    pair = [torch.randn(40, 50), torch.zeros(3, dtype=torch.long)]
+    text = describe(pair)
+    assert text == "a list of 2: [tensor(shape=(40, 50), dtype=float32), tensor(shape=(3,), dtype=int64)]", text
+    many = describe(tuple(torch.ones(2) for _ in range(9)))
+    assert many.startswith("a tuple of 9: [tensor(shape=(2,)") and many.endswith(", ...]") and "\n" not in many
+    assert describe([[5, 2], [7]]) == "[[5, 2], [7]]"  # no tensor inside: the plain repr
 
 def test_benchmark_times_lessons_and_writes_its_json(tmp_path):
     """tests/benchmark.py on one tiny lesson: the JSON's shape, never the times it measured."""

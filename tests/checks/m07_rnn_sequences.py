@@ -45,7 +45,13 @@ def check_pack_batch(fn):
     assert isinstance(packed, nn.utils.rnn.PackedSequence), f"expected a PackedSequence, got {describe(packed)}"
     gru = nn.GRU(3, 8, batch_first=True)
     with torch.no_grad():
-        _, h_n = gru(packed)
+        try:
+            _, h_n = gru(packed)
+        except RuntimeError as err:
+            raise AssertionError(
+                "nn.GRU could not run on your PackedSequence: its data does not fit the lengths (padded time-major "
+                "but packed with batch_first=True, or the reverse?) - " + " ".join(str(err).split())[:120]
+            ) from None
         alone = torch.cat([gru(s[None])[1] for s in seqs], dim=1)  # (1, B, 8): each sequence by itself
     assert_close(h_n, alone, "nn.GRU(batch_first=True) on your packed batch: final states should equal each "
                  "sequence run alone (true lengths, batch first, original order)", atol=1e-5)
@@ -93,6 +99,12 @@ def check_chronological_split_normalise(fn):
     assert_close(val, (series[30:40] - m) / s, "validation: the next 10 values, in order", atol=1e-5)
     assert_close(test, (series[40:] - m) / s, "test: the last 10 values, in order, with the training statistics",
                  atol=1e-5)
+    nine = torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0])  # int(0.6 * 9) = 5, int(0.2 * 9) = 1
+    sizes = tuple(len(part) for part in fn(nine, 0.6, 0.2)[:3])
+    assert sizes == (5, 1, 3), (
+        f"9 values, train_frac 0.6, val_frac 0.2: expected sizes (5, 1, 3) (int(0.6 * 9) = 5, then int(0.2 * 9) = 1, "
+        f"then the rest), got {sizes}"
+    )
 
 
 def check_sliding_windows(fn):
@@ -167,10 +179,15 @@ def check_masked_attention(fn):
 
 def check_greedy_decode(fn):
     vocab, sos, eos = 8, 1, 2
-    offsets = torch.tensor([[0.0], [4.0], [5.0]])  # h starts at each row's offset and grows by 1 at every step
+    # h is (B, 2) with B = 4: it starts at each row's offset (column 0) and grows by 1 at every step. Row 0 never
+    # emits <eos>, row 1 late, row 2 early, row 3 twice (cut at the FIRST one)
+    offsets = torch.tensor([[0.0, 9.0], [4.0, 9.0], [5.0, 9.0], [1.0, 9.0]])
     fed = []
 
     def step_fn(token, h):
+        assert isinstance(token, torch.Tensor) and tuple(token.shape) == (4,), (
+            f"step_fn takes one token per sequence, shape (B,) = (4,) here (B = h.shape[0]), got {describe(token)}"
+        )
         fed.append(token.clone())
         h_new = h + 1  # a new state: a decoder that keeps using the old h repeats itself
         nxt = (token * 3 + h_new[:, 0].long()) % vocab  # the next token depends on the one fed in and on h

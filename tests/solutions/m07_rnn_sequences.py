@@ -113,6 +113,14 @@ def chronological_split_normalise__whole_series_statistics(series, train_frac, v
     return (train - mean) / std, (val - mean) / std, (test - mean) / std, mean, std
 
 
+def chronological_split_normalise__cumulative_boundary(series, train_frac, val_frac):
+    n = len(series)
+    n_tr, end_va = int(train_frac * n), int((train_frac + val_frac) * n)  # 9 values: 5 and 7, so 2 in validation
+    train, val, test = series[:n_tr], series[n_tr:end_va], series[end_va:]
+    mean, std = train.mean(), train.std()
+    return (train - mean) / std, (val - mean) / std, (test - mean) / std, mean, std
+
+
 def chronological_split_normalise__shuffled(series, train_frac, val_frac):
     n = len(series)
     perm = torch.randperm(n)
@@ -238,3 +246,25 @@ def greedy_decode__hidden_not_carried(step_fn, h, sos_idx, eos_idx, max_len):
         steps.append(token)
     rows = torch.stack(steps, dim=1).tolist()
     return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
+
+
+def greedy_decode__batch_from_wrong_dim(step_fn, h, sos_idx, eos_idx, max_len):
+    token = torch.full((h.shape[1],), sos_idx, dtype=torch.long, device=h.device)  # nn.GRU's (1, B, H) habit
+    steps = []
+    for _ in range(max_len):
+        logits, h = step_fn(token, h)
+        token = logits.argmax(1)
+        steps.append(token)
+    rows = torch.stack(steps, dim=1).tolist()
+    return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
+
+
+def greedy_decode__cut_at_last_eos(step_fn, h, sos_idx, eos_idx, max_len):
+    token = torch.full((h.shape[0],), sos_idx, dtype=torch.long, device=h.device)
+    steps = []
+    for _ in range(max_len):
+        logits, h = step_fn(token, h)
+        token = logits.argmax(1)
+        steps.append(token)
+    rows = torch.stack(steps, dim=1).tolist()
+    return [row[: len(row) - 1 - row[::-1].index(eos_idx)] if eos_idx in row else row for row in rows]
