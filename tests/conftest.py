@@ -25,6 +25,8 @@ from exercise_harness import (  # noqa: E402
     STATUS_WORDS,
     Exercise,
     Outcome,
+    exercise_modules,
+    exercises,
     learner_error,
     next_exercise,
     one_exercise_command,
@@ -222,9 +224,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         counts[props["exercise_status"]] += 1
         exercise = Exercise(props["exercise_module"], props["exercise_number"], props["exercise_name"])
         rows.append((exercise, Outcome(props["exercise_status"], props.get("exercise_message", ""))))
+    total = sum(len(exercises(module)) for module in exercise_modules())
+    partial = len(rows) < total  # -k or a path chose some: say so, or "0/1 done" reads as the learner's progress
     line = (
-        f"Exercises: {counts['done']}/{len(rows)} done, {counts['failing']} failing, "
-        f"{counts['todo']} {STATUS_WORDS['todo']}"
+        f"Exercises{' selected' if partial else ''}: {counts['done']}/{len(rows)} done, {counts['failing']} failing, "
+        f"{counts['todo']} {STATUS_WORDS['todo']}" + (f" ({total} in the course)" if partial else "")
     )
     if counts["unchecked"]:
         line += f", {counts['unchecked']} not checked (their exercises.py does not import)"

@@ -276,7 +276,10 @@ def report(module_file: str) -> int:
     print(f"\n{done}/{len(rows)} done, {failing} failing, {len(rows) - done - failing} to do.")
     upcoming = next_exercise(rows)
     if upcoming is None:
-        print("Every exercise of this module passes. On to the next module!")
+        later = modules()[modules().index(module) + 1:]
+        after = ("On to the next module!" if any(m in exercise_modules() for m in later) else
+                 f"That was the last module with exercises: on to {later[0]}/!" if later else "")
+        print(f"Every exercise of this module passes. {after}".rstrip())
     else:
         ex, outcome = upcoming
         print(f"Next: exercise {ex.number}, {ex.name}() \u2014 {ex.title}")

@@ -5,7 +5,9 @@ If any of these silently stopped working, every other test in the suite would pr
 
 from __future__ import annotations
 
+import ast
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 import torch
 from check_utils import describe
 from exercise_harness import Outcome, evaluate
-from harness import check_metrics, comparable, is_timing_key, subprocess_env, torch_state_guard
+from harness import REPO, check_metrics, comparable, is_timing_key, subprocess_env, torch_state_guard
 
 
 def test_network_is_blocked_in_process():
@@ -167,3 +169,61 @@ def test_benchmark_times_lessons_and_writes_its_json(tmp_path):
         assert isinstance(r["over_budget"], bool)
     table = done.stdout
     assert "budget s" in table and all(lesson in table for lesson in lessons)
+
+
+def _learner_copy(tmp_path, bodies: dict[str, str]):
+    """A copy of the harness with module 07's exercises.py as a learner left it: the functions named in `bodies` get
+    that code, every other one its untouched stub (whatever the real file holds), docstrings kept."""
+    shutil.copytree(REPO / "tests", tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    tree = ast.parse((REPO / "07-rnn-sequences" / "exercises.py").read_text())
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    for number, node in enumerate(functions, start=1):
+        code = bodies.get(node.name, f'raise NotImplementedError("Exercise {number}: {node.name}")')
+        node.body = node.body[:1] + ast.parse(code).body  # keep the docstring (title and hint)
+    (tmp_path / "07-rnn-sequences").mkdir()
+    (tmp_path / "07-rnn-sequences" / "exercises.py").write_text(ast.unparse(tree) + "\n")
+    return lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=subprocess_env(threads=1),
+                                        capture_output=True, text=True, timeout=300)
+
+
+def test_the_learner_reads_the_next_exercise_and_the_progress(tmp_path):
+    """What README.md promises: pytest ends with the next exercise (a failing one first), what went wrong, its hint
+    and the command that checks it, then the progress line; a -k selection says it is one; the module's table
+    names each exercise's state and exits 1 while an attempted one fails."""
+    run = _learner_copy(tmp_path, {"rnn_step": "return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)",
+                                   "lstm_cell_step": "return (h, c)"})
+    pytest_args = ["-m", "pytest", "tests/test_exercises.py::test_exercise", "-p", "no:cacheprovider"]
+    out = run(*pytest_args).stdout
+    tail = out.splitlines()[-14:]
+    assert any(line.startswith("Next: 07-rnn-sequences exercise 2, lstm_cell_step()") for line in tail), out
+    assert any("What went wrong: c_new should equal nn.LSTMCell" in line for line in tail), out
+    assert any(line.strip().startswith("Hint: compute all pre-activations") for line in tail), out
+    assert any("-k 07-ex02" in line for line in tail), out
+    assert "Exercises: 1/10 done, 1 failing, 8 to do." in tail[-2], out
+
+    one = run(*pytest_args, "-k", "07-ex01").stdout.splitlines()
+    assert "Exercises selected: 1/1 done, 0 failing, 0 to do (10 in the course)." in one[-2], one[-4:]
+
+    table = run("07-rnn-sequences/exercises.py")
+    lines = table.stdout.splitlines()
+    assert table.returncode == 1, table.stdout + table.stderr  # an attempted exercise fails
+    assert any(line.split()[:3] == ["1", "rnn_step", "done"] for line in lines), table.stdout
+    assert any(line.split()[:3] == ["2", "lstm_cell_step", "failing"] for line in lines), table.stdout
+    assert any(line.split()[:4] == ["3", "pack_batch", "to", "do"] for line in lines), table.stdout
+    assert "1/10 done, 1 failing, 8 to do." in lines, table.stdout
+
+
+def test_a_learner_syntax_error_is_reported_once_with_its_line(tmp_path):
+    run = _learner_copy(tmp_path, {})
+    path = tmp_path / "07-rnn-sequences" / "exercises.py"
+    text = path.read_text()
+    path.write_text(text.replace("\nif __name__", "\nx = (1,\nif __name__", 1))  # an unclosed bracket at the end
+    result = run("-m", "pytest", "tests/test_exercises.py::test_exercise", "-p", "no:cacheprovider")
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.count("SyntaxError") <= 2 and "Traceback" not in result.stdout, result.stdout
+    tail = result.stdout.splitlines()[-8:]
+    assert "Next: fix 07-rnn-sequences/exercises.py" in tail, result.stdout
+    assert any("x = (1," in line for line in tail) and any(line.strip() == "^" for line in tail), result.stdout
+    assert "1 failed, 9 skipped" in tail[-1], result.stdout
+
