@@ -453,6 +453,9 @@ def main(argv=None) -> dict:
     worst = max(abs(r["test_acc"] - base["test_acc"]) for r in results.values())
     print(f"largest accuracy difference to fp32: {worst:.2%}; two standard errors of a {n_test}-digit test set "
           f"at this accuracy: {noise:.2%} -> {'within' if worst <= noise else 'outside'} noise")
+    if args.smoke:
+        print(f"(--smoke trains {cfg['steps']} steps per row: the accuracies have not settled, so compare them in the "
+              "default run)")
     if "fp16 + GradScaler" in results:
         r = results["fp16 + GradScaler"]
         print(f"GradScaler: {r['skipped_steps']} step(s) skipped for inf/nan gradients, final scale "

@@ -42,9 +42,9 @@ def make_normalizer(mean: torch.Tensor, std: torch.Tensor) -> nn.Module:
     """Exercise 2: constants that belong to the model, as registered buffers.
 
     `mean` and `std` are (C,) tensors. Return an nn.Module whose forward(x) for x of shape (B, C, H, W) returns
-    (x - mean) / std per channel, storing mean and std as buffers named "mean" and "std": saved in the
-    state_dict, moved by .to(device/dtype) with the module, and never returned by .parameters() (an optimizer
-    must not train them).
+    (x - mean) / std per channel, storing mean and std as buffers named "mean" and "std": the module's own
+    copies, saved in the state_dict, moved by .to(device/dtype) with the module, and never returned by
+    .parameters() (an optimizer must not train them).
 
     Example:
         norm = make_normalizer(torch.tensor([0.5, 0.2]), torch.tensor([0.1, 0.4]))
@@ -193,10 +193,10 @@ def checked_bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
     Return bias_gelu_kernel(x, bias) (given above) after checking its inputs the way TORCH_CHECK does in C++,
     with errors that tell the caller what to fix:
-    - TypeError if x or bias is not a torch.Tensor, if x is not float32 or float64, or if bias.dtype != x.dtype;
-    - ValueError if bias is on another device than x, if bias is not 1-D with x.shape[-1] elements, or if x is not
-      contiguous.
-    Each message names the problem with one of the words "tensor", "dtype", "device", "shape" or "contiguous".
+    - TypeError if x or bias is not a torch.Tensor (the message says "tensor"), or if x is not float32 or float64
+      or bias.dtype != x.dtype (the message says "dtype");
+    - ValueError if bias is on another device than x ("device"), if bias is not 1-D with x.shape[-1] elements
+      ("shape"), or if x is not contiguous ("contiguous").
 
     Example:
         checked_bias_gelu(torch.randn(4, 3), torch.randn(3))        # == F.gelu(x + bias)

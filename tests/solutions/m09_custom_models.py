@@ -100,6 +100,20 @@ def make_normalizer__plain_attributes(mean, std):
     return _PlainAttrNormalizer(mean, std)
 
 
+class _SharedNormalizer(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", mean.view(1, -1, 1, 1))  # a view of the caller's tensor: no copy
+        self.register_buffer("std", std.view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def make_normalizer__shares_the_callers_tensors(mean, std):
+    return _SharedNormalizer(mean, std)
+
+
 # Exercise 3
 def ensemble_predict(models, x):
     probs = []
@@ -120,6 +134,12 @@ def ensemble_predict__averaged_logits(models, x):
 def ensemble_predict__forgot_eval(models, x):
     with torch.no_grad():
         return torch.stack([model(x).softmax(dim=1) for model in models]).mean(0)
+
+
+def ensemble_predict__graph_built_then_detached(models, x):
+    for model in models:
+        model.eval()
+    return torch.stack([model(x).softmax(dim=1) for model in models]).mean(0).detach()  # a graph per member first
 
 
 # Exercise 4
