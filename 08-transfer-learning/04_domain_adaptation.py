@@ -28,7 +28,8 @@ Run it:
     python 08-transfer-learning/04_domain_adaptation.py --steps 1500 --dann-weight 0.3
 
 Takes about 16 s on an idle 2-core CPU (measured); --smoke a few seconds. What to look for: what each method adds
-over AdaBN alone, not only over source only (by default, seed 0: AdaBN +0.9 points over source only, though it does
+over AdaBN alone, not only over source only (by default, seed 0, 2 threads; another thread count sums in another
+order and moves these by a point or two: AdaBN +0.9 points over source only, though it does
 move the BatchNorm statistics, the shift printed in section 3; DANN +16.2 over source only, +15.4 over AdaBN;
 self-training on 524 pseudo-labels +4.7 and +3.8). In the 60-step --smoke training AdaBN alone gains about 20 points
 (seed 0) and neither DANN (+0.6 over AdaBN) nor self-training (-5.2 on 20 pseudo-labels) adds to it reliably: the

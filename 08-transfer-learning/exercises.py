@@ -74,6 +74,7 @@ def count_parameters(model: nn.Module) -> tuple:
     """Exercise 4: (trainable, total) parameter counts.
 
     Return two ints: the number of scalar parameters that require grad, and the number of all scalar parameters.
+    A weight shared by two layers (tied weights) is one parameter: count it once.
 
     Example:
         nn.Linear(3, 2) -> (8, 8);  after .requires_grad_(False) -> (0, 8)
@@ -104,13 +105,15 @@ def grad_reverse(x: torch.Tensor, lambd: float = 1.0) -> torch.Tensor:
 def recompute_bn_stats(model: nn.Module, batches: list) -> nn.Module:
     """Exercise 6: recompute BatchNorm statistics on new data (AdaBN).
 
-    `batches` is a list of input tensors from the new domain. Reset every BatchNorm layer's running statistics,
-    make them an exact average over the batches (not an exponential moving one), run the batches through the
-    model without gradients and without changing any weight, and return the model in eval mode.
+    `batches` is a list of equal-size input tensors from the new domain. Reset every BatchNorm layer's running
+    statistics, make them an exact average over the batches (each batch counted once, not an exponential moving
+    average), run the batches through the model without gradients and without changing any weight, and return the
+    model in eval mode.
 
     Example:
         recompute_bn_stats(model, [x_target[:64], x_target[64:128]])
-        model.bn1.running_mean     # now the mean of bn1's inputs over those 128 target images
+        model.bn1.running_mean     # now the mean of bn1's inputs over those 128 target images (two batches of 64;
+                                   # a smaller last batch would count as much as a full one: drop it)
 
     Hint: for each _BatchNorm m: m.reset_running_stats(); m.momentum = None (a cumulative average). Then
     model.train() (BatchNorm only updates its statistics in train mode) inside torch.no_grad(), forward each batch,

@@ -55,6 +55,12 @@ def check_freeze_backbone(fn):
         f"expected frozen BatchNorm statistics, but a forward pass changed running_mean of {len(moved)} BatchNorm "
         "layer(s): requires_grad_(False) does not stop them; put those layers in eval mode"
     )
+    batch_stats = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and not name.startswith("fc") and (m.training or not m.track_running_stats)]
+    assert not batch_stats, (
+        f"expected the BatchNorm layers outside the head in eval mode, but {batch_stats} still normalise each batch "
+        "with its own statistics (momentum=0 or track_running_stats=False keeps running_mean still, not that)"
+    )
 
 
 def check_replace_head(fn):
@@ -108,6 +114,15 @@ def check_discriminative_param_groups(fn):
     )
 
 
+class _Tied(nn.Module):
+    """An embedding and an output layer that share one weight (module 09's weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.out = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+        self.out.weight = self.embed.weight  # one Parameter, in two modules
+
+
 def check_count_parameters(fn):
     model = _Backbone()
     total = sum(p.numel() for p in model.parameters())
@@ -119,6 +134,11 @@ def check_count_parameters(fn):
     got = fn(model)
     assert tuple(got) == (head, total), (
         f"only fc trainable: expected ({head}, {total}) scalar parameters, got {got} (count numel(), not tensors)"
+    )
+    got = fn(_Tied())
+    assert tuple(got) == (40, 40), (
+        f"an embedding and an output layer sharing one 10x4 weight: expected (40, 40), got {got} (a shared weight is "
+        "one parameter: model.parameters() yields it once)"
     )
 
 
@@ -168,12 +188,18 @@ def check_features_with_hook(fn):
     assert not out.requires_grad, "expected features computed without gradients (torch.no_grad())"
     hooks = sum(len(m._forward_hooks) for m in model.modules())
     assert hooks == 0, f"expected the hook removed afterwards, {hooks} forward hook(s) still registered"
+    inner = fn(model, "layer1.1", x)  # a dotted name from named_modules(): the BatchNorm inside layer1
+    with torch.no_grad():
+        expected = model.layer1[1](model.layer1[0](F.relu(model.bn1(model.conv1(x)))))
+    assert_close(inner, expected, "layer='layer1.1' (a name from model.named_modules(), not an attribute): the "
+                 "output of the BatchNorm inside layer1", atol=1e-5)
 
 
 def check_topk_accuracy(fn):
     logits = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]])
     got = fn(logits, torch.tensor([2, 2]), k=2)
-    assert abs(float(got) - 0.5) < 1e-6, f"example: expected 0.5, got {got}"
+    assert isinstance(got, float), f"expected a Python float (tensor.item()), got {describe(got)}"
+    assert abs(got - 0.5) < 1e-6, f"example: expected 0.5, got {got}"
     logits = torch.randn(50, 10)
     targets = torch.randint(10, (50,))
     for k in (1, 3, 5):

@@ -23,6 +23,15 @@ def freeze_backbone__batchnorm_left_in_train_mode(model):
     return model
 
 
+def freeze_backbone__batchnorm_momentum_zero(model):
+    model.requires_grad_(False)
+    model.fc.requires_grad_(True)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0  # running statistics stay put, but train mode still normalises with the batch's own
+    return model
+
+
 def freeze_backbone__head_frozen_too(model):
     model.requires_grad_(False)
     return model.eval()
@@ -93,6 +102,11 @@ def count_parameters__counts_tensors(model):
 def count_parameters__ignores_requires_grad(model):
     total = sum(p.numel() for p in model.parameters())
     return total, total
+
+
+def count_parameters__shared_weight_counted_twice(model):
+    params = [p for _, p in model.named_parameters(remove_duplicate=False)]  # a tied weight once per module
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 # Exercise 5
@@ -195,6 +209,18 @@ def features_with_hook__forgot_eval(model, layer, x):
     return store["out"]
 
 
+def features_with_hook__getattr_for_the_name(model, layer, x):
+    store = {}
+    handle = getattr(model, layer).register_forward_hook(lambda m, i, o: store.update(out=o))  # top level only
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return store["out"]
+
+
 def features_with_hook__hook_never_removed(model, layer, x):
     store = {}
     dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(out=o))
@@ -217,6 +243,10 @@ def topk_accuracy__divides_by_k(logits, targets, k=5):
 
 def topk_accuracy__top1_only(logits, targets, k=5):
     return (logits.argmax(dim=1) == targets).float().mean().item()
+
+
+def topk_accuracy__returns_a_tensor(logits, targets, k=5):
+    return (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).float().mean()  # no .item()
 
 
 # Exercise 9
