@@ -215,14 +215,19 @@ def greedy_decode(step_fn, h, sos_idx, eos_idx, max_len):
     return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
 
 
-def greedy_decode__keeps_going_after_eos(step_fn, h, sos_idx, eos_idx, max_len):
-    token = torch.full((h.shape[0],), sos_idx, dtype=torch.long, device=h.device)
+def _greedy_rows(step_fn, h, token, max_len):
+    """The reference's decoding loop (argmax fed back, new h kept), for the variants that go wrong after it."""
     steps = []
     for _ in range(max_len):
         logits, h = step_fn(token, h)
         token = logits.argmax(1)
         steps.append(token)
-    return [[t for t in row if t != eos_idx] for row in torch.stack(steps, dim=1).tolist()]
+    return torch.stack(steps, dim=1).tolist()
+
+
+def greedy_decode__keeps_going_after_eos(step_fn, h, sos_idx, eos_idx, max_len):
+    rows = _greedy_rows(step_fn, h, torch.full((h.shape[0],), sos_idx, dtype=torch.long), max_len)
+    return [[t for t in row if t != eos_idx] for row in rows]
 
 
 def greedy_decode__feeds_sos_every_step(step_fn, h, sos_idx, eos_idx, max_len):
@@ -249,22 +254,11 @@ def greedy_decode__hidden_not_carried(step_fn, h, sos_idx, eos_idx, max_len):
 
 
 def greedy_decode__batch_from_wrong_dim(step_fn, h, sos_idx, eos_idx, max_len):
-    token = torch.full((h.shape[1],), sos_idx, dtype=torch.long, device=h.device)  # nn.GRU's (1, B, H) habit
-    steps = []
-    for _ in range(max_len):
-        logits, h = step_fn(token, h)
-        token = logits.argmax(1)
-        steps.append(token)
-    rows = torch.stack(steps, dim=1).tolist()
+    token = torch.full((h.shape[1],), sos_idx, dtype=torch.long)  # nn.GRU's (1, B, H) habit: B taken from dim 1
+    rows = _greedy_rows(step_fn, h, token, max_len)
     return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
 
 
 def greedy_decode__cut_at_last_eos(step_fn, h, sos_idx, eos_idx, max_len):
-    token = torch.full((h.shape[0],), sos_idx, dtype=torch.long, device=h.device)
-    steps = []
-    for _ in range(max_len):
-        logits, h = step_fn(token, h)
-        token = logits.argmax(1)
-        steps.append(token)
-    rows = torch.stack(steps, dim=1).tolist()
+    rows = _greedy_rows(step_fn, h, torch.full((h.shape[0],), sos_idx, dtype=torch.long), max_len)
     return [row[: len(row) - 1 - row[::-1].index(eos_idx)] if eos_idx in row else row for row in rows]

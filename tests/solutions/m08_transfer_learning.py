@@ -210,15 +210,8 @@ def features_with_hook__forgot_eval(model, layer, x):
 
 
 def features_with_hook__getattr_for_the_name(model, layer, x):
-    store = {}
-    handle = getattr(model, layer).register_forward_hook(lambda m, i, o: store.update(out=o))  # top level only
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return store["out"]
+    module = getattr(model, layer)  # finds top-level children only: "layer1.1" is not an attribute
+    return features_with_hook(model, next(n for n, m in model.named_modules() if m is module), x)
 
 
 def features_with_hook__hook_never_removed(model, layer, x):
