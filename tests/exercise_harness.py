@@ -10,7 +10,8 @@ For a module such as 02-tensors-operations there are three files:
   common-mistake variant `<name>__<what_went_wrong>` per exercise that the check must reject.
 
 An exercise's status is "done" (its check passes), "failing" (the check raised anything but NotImplementedError)
-or "todo" (the stub's NotImplementedError came through). While exercises.py does not parse or crashes on import, its
+or "todo" (the stub's NotImplementedError("Exercise N: ...") came through; any other NotImplementedError, such as
+torch's "not implemented for 'Long'", is a failure). While exercises.py does not parse or crashes on import, its
 exercises cannot be checked: `learner_error` says why in a few lines (file, line number, the offending line), and the
 suite reports it once per module, not once per exercise.
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import REPO, load_script, modules, torch_state_guard  # noqa: E402
 
 DOC_HEAD = re.compile(r"^\s*Exercise\s+(\d+)\s*[:.\-\u2014]\s*(.+)")
+STUB = re.compile(r"\s*Exercise\s+\d+\b")  # the stub's NotImplementedError("Exercise N: ..."): not started yet
 HINT = re.compile(r"^\s*Hint:\s*(.+?)(?:\n\s*\n|\Z)", re.S | re.M)
 STATUS_WORDS = {"done": "done", "failing": "failing", "todo": "to do"}
 
@@ -184,7 +186,10 @@ def evaluate(check, fn) -> Outcome:
         try:
             check(fn)
         except NotImplementedError as err:
-            return Outcome("todo", str(err))
+            if STUB.match(str(err)):
+                return Outcome("todo", str(err))
+            # torch's own NotImplementedError ("... not implemented for 'Long'") means the learner's code ran and broke
+            return Outcome("failing", describe_crash(err, check))
         except AssertionError as err:
             return Outcome("failing", str(err) or "a check failed (no message)")
         except Exception as err:  # a crash is a failing exercise, not a broken suite

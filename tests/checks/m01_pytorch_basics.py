@@ -51,17 +51,27 @@ def check_share_from_numpy(fn):
 def check_independent_numpy(fn):
     w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     moved = []
-    real_cpu, real_to = torch.Tensor.cpu, torch.Tensor.to
+    real_cpu, real_to, real_numpy = torch.Tensor.cpu, torch.Tensor.to, torch.Tensor.numpy
 
     def recording_cpu(self, *args, **kwargs):
         moved.append("cpu")
         return real_cpu(self, *args, **kwargs)
 
     def recording_to(self, *args, **kwargs):
-        moved.append(str(kwargs.get("device", args[0] if args else "")))
+        target = kwargs.get("device", args[0] if args else None)
+        try:
+            moved.append(torch.device(target).type)  # "cpu", "cpu:0", torch.device("cpu") all count
+        except (TypeError, RuntimeError):  # a dtype or another tensor: not a move to the CPU by name
+            moved.append(str(target))
         return real_to(self, *args, **kwargs)
 
-    with mock.patch.object(torch.Tensor, "cpu", recording_cpu), mock.patch.object(torch.Tensor, "to", recording_to):
+    def recording_numpy(self, *args, force=False):
+        if force:  # numpy(force=True) is detach().cpu()... .numpy(): it works on any device
+            moved.append("cpu")
+        return real_numpy(self, *args, force=force)
+
+    with mock.patch.object(torch.Tensor, "cpu", recording_cpu), mock.patch.object(torch.Tensor, "to", recording_to), \
+            mock.patch.object(torch.Tensor, "numpy", recording_numpy):
         got = fn(w)
     assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {describe(got)}"
     assert got.dtype == np.float32, f"expected the tensor's dtype kept (float32), got {got.dtype}"
@@ -147,6 +157,8 @@ def check_train_step(fn):
     lr = 0.1
     w, b = model.weight.detach().clone(), model.bias.detach().clone()  # (1, 3), (1,)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)  # stale gradients left by an earlier step: cleared first, then backward
     for step in (1, 2, 3):
         residual = x @ w.T + b - y  # (N, 1)
         expected_loss = (residual**2).mean().item()
@@ -161,8 +173,17 @@ def check_train_step(fn):
         err = max((model.weight - w).abs().max().item(), (model.bias - b).abs().max().item())
         assert err < 1e-5, (
             f"step {step}: expected parameters after one SGD step to match a hand-computed update within 1e-5, got "
-            f"an error of {err:.3g}" + (" (gradients from the previous step were not cleared?)" if step > 1 else "")
+            f"an error of {err:.3g} (old gradients not cleared before backward?)"
         )
+    torch.manual_seed(1)
+    classifier, x3, y3 = nn.Linear(3, 4), torch.randn(6, 3), torch.tensor([0, 3, 1, 2, 3, 0])
+    with torch.no_grad():
+        expected_loss = nn.functional.cross_entropy(classifier(x3), y3).item()
+    got = fn(classifier, torch.optim.SGD(classifier.parameters(), lr=lr), nn.CrossEntropyLoss(), x3, y3)
+    assert isinstance(got, float) and abs(got - expected_loss) < 1e-5, (
+        f"with nn.CrossEntropyLoss: expected loss_fn(prediction, y) = {expected_loss:.6f}, got {describe(got)} (the "
+        "prediction first, then the target; MSELoss gives the same either way round, most losses do not)"
+    )
 
 
 def check_predict_proba(fn):

@@ -32,11 +32,19 @@ def check_autograd_gradient(fn):
 
 
 class _ExpCubeNoAutograd(torch.autograd.Function):
-    """e^t t^3 whose backward is deliberately wrong (zero): only differences of f's values give its gradient."""
+    """e^t t^3 whose backward is deliberately wrong (zero): only differences of f's values give its gradient.
+
+    (setup_context and generate_vmap_rule let torch.vmap run it too: a vectorised solution is a correct one.)"""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, t):
+    def forward(t):
         return torch.exp(t) * t**3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad):
@@ -52,16 +60,20 @@ def check_finite_difference_gradient(fn):
         assert t.shape == x.shape, (
             f"f was called with a tensor of shape {tuple(t.shape)}, not x's {tuple(x.shape)}: perturb a flat view of a "
             "clone, then pass the clone itself (shaped like x) to f")
-        return (_ExpCubeNoAutograd.apply(t) * weights).sum()
+        total = _ExpCubeNoAutograd.apply(t.sum() / 4)  # couples the elements: a shift left in one shows in the rest
+        return (_ExpCubeNoAutograd.apply(t) * weights).sum() + total
 
+    s = x.sum() / 4
     expected = weights * torch.exp(x) * (x**3 + 3 * x**2)  # d/dt e^t t^3, by the product rule
+    expected = expected + torch.exp(s) * (s**3 + 3 * s**2) / 4  # and the coupling term, by the chain rule
     got = fn(f, x, 1e-5)
     assert torch.equal(x, original), "expected x to be unchanged after the call, got modified values"
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64, (
         f"expected a float64 tensor, got {getattr(got, 'dtype', type(got).__name__)}"
     )
-    _close(got, expected, 1e-5, "central differences of sum(w * e^x x^3) with eps=1e-5 (accurate to ~1e-8; this f's "
-           "autograd gradient is wrong on purpose: the exercise computes it from f's values alone)")
+    _close(got, expected, 1e-5, "central differences of sum(w * e^x x^3) + e^s s^3 (s = sum(x) / 4) with eps=1e-5 "
+           "(accurate to ~1e-8; each element put back before the next; this f's autograd gradient is wrong on "
+           "purpose: the exercise computes it from f's values alone)")
 
 
 def check_sgd_step(fn):
@@ -102,6 +114,9 @@ def check_fit_line(fn):
         w, b = w - lr * gw, b - lr * gb
     got = fn(x, y, lr, steps)
     assert isinstance(got, tuple) and len(got) == 2, f"expected a tuple (w, b), got {describe(got)}"
+    assert all(type(v) is float for v in got), (
+        f"expected (w, b) as Python floats (w.item()), got {describe(got)}"
+    )
     gw_, gb_ = (float(v) for v in got)
     assert abs(gw_ - w) < 1e-4 and abs(gb_ - b) < 1e-4, (
         f"expected (w, b) = ({w:.5f}, {b:.5f}) after {steps} steps of lr {lr}, got ({gw_:.5f}, {gb_:.5f})"
@@ -135,24 +150,38 @@ def check_accumulated_gradients(fn):
     assert isinstance(got, list) and len(got) == len(params), (
         f"expected a list of {len(params)} gradients, got {describe(got)}"
     )
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.grad.add_(100.0)  # what the next backward does: the returned gradients must be copies (.clone())
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        if isinstance(g, torch.Tensor) and params[i].grad is not None and g.data_ptr() == params[i].grad.data_ptr():
+            raise AssertionError(f"gradient {i} is p.grad itself, not a copy: the next backward or zero_grad changes "
+                                 "what you returned (return p.grad.clone())")
         ratio = (g.detach() * e).sum().item() / max((e * e).sum().item(), 1e-30)
         _close(g, e, 1e-5, f"gradient of parameter {i} (full-batch mean loss, 10 examples in pieces 4, 4, 2)",
                f" (yours is about {ratio:.2f}x the expected one)" if ratio > 0 else " (stale gradients left in?)")
 
 
 def check_stable_softplus(fn):
-    x = torch.tensor([-100.0, -3.0, 0.0, 2.0, 100.0], requires_grad=True)  # float32, as in training
+    x = torch.tensor([-1000.0, -100.0, -3.0, 0.0, 2.0, 100.0, 1000.0], requires_grad=True)  # float32, as in training
     out = fn(x)
     assert isinstance(out.grad_fn, torch.autograd.function.BackwardCFunction), (
         f"expected the output of a custom torch.autograd.Function (grad_fn ...BackwardCFunction), got "
         f"{type(out.grad_fn).__name__}"
     )
-    expected = torch.logaddexp(x.detach(), torch.zeros(5))  # log(e^x + e^0), computed stably by torch
-    _close(out, expected, 1e-5, "softplus values (finite even at x = 100)")
-    weights = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.0])
+    expected = torch.logaddexp(x.detach(), torch.zeros(7))  # log(e^x + e^0), computed stably by torch
+    _close(out, expected, 1e-5, "softplus values (finite even at x = 100 and 1000)")
+    weights = torch.tensor([2.0, 1.0, -2.0, 0.5, 3.0, 1.0, -1.0])
     (out * weights).sum().backward()
     _close(x.grad, weights * torch.sigmoid(x.detach()), 1e-6, "gradient of sum(w * softplus(x)): w * sigmoid(x)")
+    big = torch.tensor([-1000.0, 1000.0], dtype=torch.float64, requires_grad=True)  # e^1000 overflows float64 too
+    out = fn(big)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(big.grad).all(), (
+        f"float64 x = [-1000, 1000]: expected finite values and gradients, got {describe(out.detach())} and gradients "
+        f"{describe(big.grad)} (e^1000 overflows float64 as well: no dtype is wide enough, rewrite the formula)"
+    )
     x64 = torch.randn(6, dtype=torch.float64, requires_grad=True)
     ok = torch.autograd.gradcheck(fn, (x64,), raise_exception=False)
     assert ok, "expected the custom backward to pass torch.autograd.gradcheck in float64, got a mismatch"

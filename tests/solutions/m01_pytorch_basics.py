@@ -90,6 +90,22 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: t
     return loss.item()
 
 
+def train_step__zero_grad_at_the_end(model, optimizer, loss_fn, x, y):
+    loss = loss_fn(model(x), y)
+    loss.backward()  # adds to whatever an earlier step left in .grad
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def train_step__loss_arguments_swapped(model, optimizer, loss_fn, x, y):
+    optimizer.zero_grad()
+    loss = loss_fn(y, model(x))  # MSELoss is symmetric; CrossEntropyLoss(target, logits) is not
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train_step__forgot_zero_grad(model, optimizer, loss_fn, x, y):
     loss = loss_fn(model(x), y)
     loss.backward()

@@ -30,6 +30,10 @@ def pick_per_row(scores, index):
     return scores.gather(1, index.unsqueeze(1)).squeeze(1)
 
 
+def pick_per_row__squeeze_every_dim(scores, index):
+    return scores.gather(1, index.unsqueeze(1)).squeeze()  # a batch of one becomes shape ()
+
+
 def pick_per_row__indexed_all_rows(scores, index):
     return scores[:, index]                       # (B, B): every row at every index
 
@@ -41,6 +45,11 @@ def pick_per_row__gather_wrong_dim(scores, index):
 def mask_padding(x, lengths, value):
     positions = torch.arange(x.shape[1], device=x.device)    # (T,)
     return x.masked_fill(positions[None, :] >= lengths[:, None], value)
+
+
+def mask_padding__arithmetic_blend(x, lengths, value):
+    keep = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    return x * keep + value * (1 - keep)  # nan * 0 is nan, -inf * 0 is nan: padding leaks through
 
 
 def mask_padding__off_by_one(x, lengths, value):
@@ -118,6 +127,10 @@ def merge_heads__reshape_without_transpose(x):
 def stable_logsumexp(x):
     m = x.max(dim=-1, keepdim=True).values        # (R, 1)
     return (m + (x - m).exp().sum(dim=-1, keepdim=True).log()).squeeze(-1)
+
+
+def stable_logsumexp__through_log_softmax(x):
+    return x[:, 0] - torch.log_softmax(x, dim=1)[:, 0]  # log_softmax does the max-shift inside
 
 
 def stable_logsumexp__naive(x):

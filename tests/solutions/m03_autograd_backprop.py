@@ -40,6 +40,20 @@ def finite_difference_gradient(f, x, eps=1e-5):
     return grad
 
 
+def finite_difference_gradient__old_value_not_restored(f, x, eps=1e-5):
+    work = x.detach().clone()
+    flat = work.view(-1)
+    grad = torch.zeros_like(work)
+    for i in range(flat.numel()):
+        old = flat[i].item()
+        flat[i] = old + eps
+        up = f(work).item()
+        flat[i] = old - eps  # left at old - eps: every later difference is taken at a shifted point
+        down = f(work).item()
+        grad.view(-1)[i] = (up - down) / (2 * eps)
+    return grad
+
+
 def finite_difference_gradient__one_sided(f, x, eps=1e-5):
     work = x.detach().clone()
     flat = work.view(-1)
@@ -140,6 +154,11 @@ def fit_line(x, y, lr=0.1, steps=100):
     return _fit_line(x, y, lr, steps, "right")
 
 
+def fit_line__returns_tensors(x, y, lr=0.1, steps=100):
+    w, b = _fit_line(x, y, lr, steps, "right")
+    return torch.tensor(w), torch.tensor(b)  # 0-d tensors, not the Python floats asked for
+
+
 def fit_line__forgot_zero_grad(x, y, lr=0.1, steps=100):
     return _fit_line(x, y, lr, steps, "never")
 
@@ -181,6 +200,11 @@ def accumulated_gradients__forgot_zero_grad_first(model, x, y, micro_batch_size)
     return _accumulate(model, x, y, micro_batch_size, "share", zero_first=False)
 
 
+def accumulated_gradients__returns_grad_itself(model, x, y, micro_batch_size):
+    _accumulate(model, x, y, micro_batch_size, "share")
+    return [p.grad for p in model.parameters()]  # no clone: changes with the next backward
+
+
 # Exercise 6 ------------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +237,12 @@ class _SoftplusNaiveForward(_Softplus):
         return torch.log(1 + torch.exp(x))  # overflows to inf at x = 100 in float32
 
 
+class _SoftplusUpcast(_Softplus):
+    @staticmethod
+    def forward(x):
+        return torch.log(1 + torch.exp(x.double())).to(x.dtype)  # float64 moves the overflow to x = 710, no further
+
+
 class _SoftplusIgnoresGradOutput(_Softplus):
     @staticmethod
     def backward(ctx, grad_output):
@@ -234,6 +264,10 @@ def stable_softplus__naive_forward_overflows(x):
 
 def stable_softplus__ignores_grad_output(x):
     return _SoftplusIgnoresGradOutput.apply(x)
+
+
+def stable_softplus__upcast_to_float64(x):
+    return _SoftplusUpcast.apply(x)
 
 
 # Exercise 7 ------------------------------------------------------------------------------------------------------
