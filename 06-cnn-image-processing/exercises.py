@@ -129,7 +129,8 @@ def normalise_with_channel_stats(images: torch.Tensor) -> tuple:
 
     `images` is a float tensor (N, C, H, W): the whole training set. Compute each channel's mean and std over
     all images and all positions, and return (normalised images, mean (C,), std (C,)), where
-    normalised = (images - mean) / std per channel (use the unbiased std, torch's default).
+    normalised = (images - mean) / std per channel (use the unbiased std, torch's default), a new tensor: the
+    caller's images stay as they were.
 
     Example:
         x = torch.rand(10, 3, 4, 4)

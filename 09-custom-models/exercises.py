@@ -76,7 +76,7 @@ def ensemble_predict(models: list, x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError("Exercise 3: ensemble_predict")
 
 
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> float:
+def calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> float:
     """Exercise 4: expected calibration error (ECE).
 
     probs (N, C) are predicted class probabilities, labels (N,) the true classes. Each prediction has a
@@ -93,7 +93,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     bin's gap by its share of the samples: a plain mean over bins lets a bin of 2 samples count as much as one of
     2,000. The confidence is the top probability, not the probability of the true class.
     """
-    raise NotImplementedError("Exercise 4: expected_calibration_error")
+    raise NotImplementedError("Exercise 4: calibration_error")
 
 
 def amp_training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, scaler,

@@ -155,3 +155,16 @@ def test_exercise_is_documented_and_has_a_mistake(exercise):
 @pytest.mark.parametrize("module", exercise_modules())
 def test_module_has_enough_exercises(module):
     assert 8 <= len(exercises(module)) <= 10, f"{module} should have 8-10 exercises, has {len(exercises(module))}"
+
+
+def test_k_selects_one_module_and_one_exercise():
+    """README.md's `-k 02-ex` selects module 02's exercises and `-k 02-ex01` exercise 1 alone: no exercise name may
+    contain another module's selector (09's 'expected_calibration_error' once put '04-ex' inside '09-ex04-ex...')."""
+    for module in exercise_modules():
+        prefix = module[:2]
+        chosen = [ex.id for ex in ALL if f"{prefix}-ex".lower() in ex.id.lower()]  # -k matches case-insensitively
+        assert chosen == [ex.id for ex in exercises(module)], f"-k {prefix}-ex also selects {chosen}"
+    for exercise in ALL:
+        key = "-".join(exercise.id.split("-")[:2])  # e.g. 02-ex01
+        chosen = [ex.id for ex in ALL if key.lower() in ex.id.lower()]
+        assert chosen == [exercise.id], f"-k {key} selects {chosen}"

@@ -25,11 +25,11 @@ def check_build_mlp(fn):
     assert isinstance(model, nn.Module), f"expected an nn.Module, got {type(model).__name__}"
     n = sum(p.numel() for p in model.parameters())
     expected_n = 6 * 10 + 10 + 10 * 4 + 4
-    assert n == expected_n, (
-        f"expected {expected_n} parameters visible to model.parameters(), got {n} "
-        "(layers in a plain Python list are not registered: use nn.Sequential or nn.ModuleList)"
-    )
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    why = ("layers in a plain Python list are not registered: use nn.Sequential or nn.ModuleList" if len(linears) < 2
+           else "each nn.Linear has a bias unless bias=False" if n == expected_n - 14
+           else "two Linear layers, 6 -> 10 -> 4")
+    assert n == expected_n, f"expected {expected_n} parameters visible to model.parameters(), got {n} ({why})"
     linears.sort(key=lambda m: m.in_features != 6)  # a class may define its layers in any order
     shapes = [tuple(m.weight.shape) for m in linears]
     assert shapes == [(10, 6), (4, 10)], f"expected Linear weights of shapes [(10, 6), (4, 10)], got {shapes}"
@@ -162,9 +162,20 @@ def check_evaluate_accuracy(fn):
     assert seen, "expected the model to be called on the loader's batches"
     assert not any(training for training, _ in seen), "expected model.eval() before predicting (dropout was on)"
     assert not any(grad for _, grad in seen), "expected the forward passes to run under torch.no_grad()"
+    per_batch = sum((pred[i:i + 16] == y[i:i + 16]).float().mean().item() for i in range(0, 50, 16)) / 4
+    why = ("averaging per-batch accuracies weights the short last batch wrongly" if abs(got - per_batch) < 1e-6
+           else "a fraction in [0, 1], not a percentage" if got > 1
+           else "count predictions equal to the labels, argmax over the class dimension (dim=1)")
     assert abs(got - expected) < 1e-6, (
-        f"expected accuracy {expected:.4f} = correct / all 50 examples, got {got:.4f} "
-        "(averaging per-batch accuracies weights the short last batch wrongly)"
+        f"expected accuracy {expected:.4f} = correct / all 50 examples, got {got:.4f} ({why})"
+    )
+    subset = torch.arange(0, 50, 5)  # a loader over 10 of the 50 examples, as exercise 9's split gives
+    sampled = DataLoader(TensorDataset(x, y), batch_size=4, sampler=torch.utils.data.SubsetRandomSampler(subset))
+    got = fn(model, sampled)
+    expected = (pred[subset] == y[subset]).float().mean().item()
+    assert abs(got - expected) < 1e-6, (
+        f"a loader with a SubsetRandomSampler over 10 of its dataset's 50 examples: expected {expected:.4f}, got "
+        f"{got:.4f} (divide by the examples the loader gave you, not len(loader.dataset))"
     )
 
 
@@ -228,4 +239,9 @@ def check_split_indices(fn):
     small_train, small_val = fn(7, 0.5, seed=0)
     assert len(small_val) == 3 and len(small_train) == 4, (
         f"expected int(7 * 0.5) = 3 validation indices and 4 train, got {len(small_val)} and {len(small_train)}"
+    )
+    none_train, none_val = fn(10, 0.05, seed=0)
+    assert len(none_val) == 0 and len(none_train) == 10, (
+        f"expected int(10 * 0.05) = 0 validation indices and all 10 for training, got {len(none_val)} and "
+        f"{len(none_train)} (perm[-0:] is the whole permutation: slice with perm[:n_val] and perm[n_val:])"
     )

@@ -6,10 +6,12 @@ Expectations are computed here, by hand or with other torch ops, never by callin
 import copy
 import math
 import os
+import random
 import tempfile
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
 from check_utils import assert_close, describe
 from torch import nn
@@ -29,11 +31,15 @@ def check_warmup_cosine_lr(fn):
                 expected = low + 0.5 * (base - low) * (1 + math.cos(math.pi * progress))
             got = fn(step, base, warm, total, low)
             assert isinstance(got, float), f"expected a Python float, got {describe(got)}"
+            if step < warm:
+                why = "the warm-up is base_lr * (step + 1) / warmup_steps"
+            elif _close(got, 0.5 * base * (1 + math.cos(math.pi * (step - warm) / (total - warm)))):
+                why = "the cosine ends at min_lr: min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * progress))"
+            else:
+                why = "the cosine's progress counts from the end of the warm-up: (step - warmup) / (total - warmup)"
             assert _close(got, expected), (
                 f"expected warmup_cosine_lr(step={step}, base_lr={base}, warmup_steps={warm}, total_steps={total}, "
-                f"min_lr={low}) = {expected:.6g}, got {got:.6g}"
-                + (" (the warm-up is base_lr * (step + 1) / warmup_steps)" if step < warm else
-                   " (the cosine's progress counts from the end of the warm-up: (step - warmup) / (total - warmup))")
+                f"min_lr={low}) = {expected:.6g}, got {got:.6g} ({why})"
             )
 
 
@@ -140,6 +146,8 @@ def check_early_stopping_epoch(fn):
     ]
     for losses, patience, min_delta, expected, what in cases:
         got = fn(list(losses), patience, min_delta)
+        if tuple(got)[:1] == expected[:1]:  # the stop is right: only the best epoch is wrong
+            what = "the best epoch is the last one that improved by more than min_delta before the stop"
         assert tuple(got) == expected, (
             f"expected early_stopping_epoch({losses}, patience={patience}, min_delta={min_delta}) = {expected}, "
             f"got {tuple(got)} ({what})"
@@ -171,33 +179,49 @@ def _same_state(a, b) -> bool:
 
 def check_save_checkpoint(fn):
     model, opt, sched = _trained_objects(0)
-    real_save = torch.save
-    targets = []
+    real_save, real_replace, real_rename = torch.save, os.replace, os.rename
+    targets, moves = [], []
 
     def recording_save(obj, f, *args, **kwargs):
-        targets.append(os.fspath(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "name", f)))
+        if isinstance(f, (str, os.PathLike)):  # a file object or an in-memory buffer is not path itself
+            targets.append(Path(f))
         return real_save(obj, f, *args, **kwargs)
+
+    def recording_move(real):
+        def move(src, dst, *args, **kwargs):
+            if isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike)):
+                moves.append((Path(src), Path(dst)))
+            return real(src, dst, *args, **kwargs)
+        return move
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ckpt.pt"
         path.write_bytes(b"an older checkpoint")
-        with mock.patch.object(torch, "save", recording_save):
+        with mock.patch.object(torch, "save", recording_save), \
+                mock.patch.object(os, "replace", recording_move(real_replace)), \
+                mock.patch.object(os, "rename", recording_move(real_rename)):  # Path.replace/rename call these
             fn(path, model, opt, sched, 7)
-        assert targets, "expected torch.save to be called"
-        assert all(Path(t).parent == path.parent for t in targets), (
-            f"expected the temporary file in path's own folder, got {targets[0]}: os.replace cannot move a file from "
-            "another filesystem (the system's temp folder often is one); tempfile.mkstemp(dir=path.parent)")
-        assert str(path) not in targets, (
+        assert path not in targets, (
             "expected torch.save to write a temporary file that os.replace then moves onto path; writing path "
             "directly can leave a half-written checkpoint after a crash"
         )
+        onto = [src for src, dst in moves if dst == path]
+        assert onto, (
+            "expected the checkpoint saved to a temporary file, then moved onto path with os.replace (or "
+            "Path.replace): only a move replaces the old file in one step"
+        )
+        assert path.parent in onto[-1].parents, (
+            f"expected the temporary file inside path's own folder, got {onto[-1]}: os.replace cannot move a file "
+            "from another filesystem (the system's temp folder often is one); tempfile.mkstemp(dir=path.parent)")
         leftovers = sorted(p.name for p in Path(tmp).iterdir() if p.name != "ckpt.pt")
         assert not leftovers, f"expected no temporary files left behind, found {leftovers}"
         state = torch.load(path, map_location="cpu", weights_only=True)
     assert isinstance(state, dict), f"expected a dict in the checkpoint, got {type(state).__name__}"
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in state]
     assert not missing, f"expected the keys model, optimizer, scheduler and epoch; missing {missing}"
-    assert state["epoch"] == 7, f"expected epoch 7, got {describe(state['epoch'])}"
+    assert type(state["epoch"]) is int and state["epoch"] == 7, (
+        f"expected epoch 7 as a Python int, got {describe(state['epoch'])}"
+    )
     assert _same_state(state["model"], model.state_dict()), "expected checkpoint['model'] == model.state_dict()"
     assert _same_state(state["optimizer"], opt.state_dict()), (
         "expected checkpoint['optimizer'] == optimizer.state_dict() (its momentum buffers included)"
@@ -255,8 +279,10 @@ def check_random_search_configs(fn):
     assert all(0.1 <= v <= 0.5 for v in drop), "expected every dropout within [0.1, 0.5]"
     assert all(c["width"] in (32, 64, 128) for c in configs), "expected every width to be one of [32, 64, 128]"
     kinds = {(type(c["lr"]).__name__, type(c["dropout"]).__name__, type(c["width"]).__name__) for c in configs[:5]}
-    assert kinds == {("float", "float", "int")}, (
-        f"expected plain Python values (float lr and dropout, int width), got types {sorted(kinds)[0]}: NumPy scalars "
+    plain = all(isinstance(c["lr"], float) and isinstance(c["dropout"], float) and type(c["width"]) is int
+                for c in configs[:5])  # np.float64 is a float (json.dumps takes it); np.int64 is not an int
+    assert plain, (
+        f"expected plain Python values (float lr and dropout, int width), got types {sorted(kinds)[0]}: NumPy integers "
         "do not go into json.dumps; convert with float(...) / int(...) or .item()")
     below = sum(v < 1e-3 for v in lrs) / len(lrs)
     assert 0.45 < below < 0.55, (
@@ -268,8 +294,14 @@ def check_random_search_configs(fn):
     for w in (32, 64, 128):
         share = sum(c["width"] == w for c in configs) / len(configs)
         assert 0.28 < share < 0.39, f"expected each width chosen about 1/3 of the time, got {share:.3f} for {w}"
+    np.random.seed(123)
+    random.seed(123)
+    np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
     again, other = fn(5, space, 1), fn(5, space, 1)
     assert again == other, "expected the same seed to give the same configurations (use np.random.default_rng(seed))"
+    assert (np.random.get_state()[1] == np_before).all() and random.getstate() == py_before, (
+        "expected NumPy's and Python's global random generators left alone: np.random.seed / random.seed inside the "
+        "function reseed what the rest of the program draws from; use rng = np.random.default_rng(seed)")
     assert fn(5, space, 2) != again, "expected a different seed to give different configurations"
 
 

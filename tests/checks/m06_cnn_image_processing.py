@@ -41,7 +41,11 @@ def check_conv_output_size(fn):
         conv = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d, device="meta")
         expected = conv(torch.empty(1, 1, n, n, device="meta")).shape[-1]
         got = fn(n, k, stride=s, padding=p, dilation=d)
-        assert int(got) == expected, (
+        assert isinstance(got, int) and not isinstance(got, bool), (
+            f"conv_output_size({n}, {k}, stride={s}, padding={p}, dilation={d}): expected an int, got {describe(got)} "
+            "(floor division //: a layer cannot have half a pixel)"
+        )
+        assert got == expected, (
             f"conv_output_size({n}, {k}, stride={s}, padding={p}, dilation={d}): expected {expected} "
             f"(what nn.Conv2d produces), got {got}"
         )
@@ -139,7 +143,11 @@ def check_pad_collate(fn):
 def check_normalise_with_channel_stats(fn):
     x = torch.rand(20, 3, 5, 6)
     x = x * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + torch.linspace(0, 3, 20).view(20, 1, 1, 1)
-    out, mean, std = fn(x.clone())
+    original = x.clone()
+    out, mean, std = fn(x)
+    assert torch.equal(x, original), (
+        "expected the caller's images unchanged (a new tensor back): normalising in place rewrites the training set "
+        "the caller still holds")
     flat = x.permute(1, 0, 2, 3).reshape(3, -1)  # (C, N*H*W)
     exp_mean, exp_std = flat.mean(dim=1), flat.std(dim=1)
     assert tuple(mean.shape) == (3,) and tuple(std.shape) == (3,), (
@@ -169,8 +177,8 @@ def check_prepare_for_transfer(fn):
     backbone = {name: p for name, p in model.named_parameters() if not name.startswith("fc.")}
     params = fn(model, 4)
     assert model.fc is not old_fc and isinstance(model.fc, nn.Linear), "expected model.fc replaced by a new nn.Linear"
-    assert (model.fc.in_features, model.fc.out_features) == (8, 4), (
-        f"expected the new head Linear(8, 4), got Linear({model.fc.in_features}, {model.fc.out_features})"
+    assert (model.fc.in_features, model.fc.out_features, model.fc.bias is not None) == (8, 4, True), (
+        f"expected the new head nn.Linear(8, 4) (with its bias), got {model.fc}"
     )
     still = [name for name, p in backbone.items() if p.requires_grad]
     assert not still, f"expected every backbone parameter frozen (requires_grad False), still trainable: {still}"

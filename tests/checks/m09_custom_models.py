@@ -125,7 +125,7 @@ def _ece_by_hand(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
     return total
 
 
-def check_expected_calibration_error(fn):
+def check_calibration_error(fn):
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
     got = fn(probs, torch.tensor([0, 1, 1]))
     assert isinstance(got, (float, int)) or (isinstance(got, torch.Tensor) and got.numel() == 1), (

@@ -129,6 +129,15 @@ def evaluate_accuracy(model, loader):
     return correct / total
 
 
+def evaluate_accuracy__divides_by_dataset_size(model, loader):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(dim=1) == y).sum().item()
+    return correct / len(loader.dataset)  # a sampler over part of the dataset gives fewer examples
+
+
 def evaluate_accuracy__forgot_eval(model, loader):
     correct, total = 0, 0
     with torch.no_grad():
@@ -193,6 +202,12 @@ def split_indices(n, val_fraction, seed):
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = int(n * val_fraction)
     return perm[n_val:], perm[:n_val]
+
+
+def split_indices__negative_slice(n, val_fraction, seed):
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(n * val_fraction)
+    return perm[:-n_val], perm[-n_val:]  # n_val = 0: perm[-0:] is everything, perm[:-0] nothing
 
 
 def split_indices__no_shuffle(n, val_fraction, seed):

@@ -5,6 +5,7 @@ A mistake is named <exercise>__<what_went_wrong>.
 
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -246,6 +247,17 @@ def save_checkpoint__temp_file_left_behind(path, model, optimizer, scheduler, ep
     os.replace(path.with_suffix(".new"), path)  # and the .tmp copy stays on disk
 
 
+def save_checkpoint__copied_not_moved(path, model, optimizer, scheduler, epoch):
+    path = Path(path)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    shutil.copyfile(tmp, path)  # a copy writes path byte by byte: a crash mid-copy leaves half a file
+    os.remove(tmp)
+
+
 # ---- Exercise 8 ----
 def load_checkpoint(path, model, optimizer, scheduler):
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -291,6 +303,22 @@ def random_search_configs(n, space, seed):
                 config[name] = float(rng.uniform(spec[1], spec[2]))
             else:
                 config[name] = spec[1][int(rng.integers(len(spec[1])))]
+        configs.append(config)
+    return configs
+
+
+def random_search_configs__reseeds_numpy(n, space, seed):
+    np.random.seed(seed)  # the global generator: every later np.random call in the program is affected
+    configs = []
+    for _ in range(n):
+        config = {}
+        for name, spec in space.items():
+            if spec[0] == "log":
+                config[name] = float(math.exp(np.random.uniform(math.log(spec[1]), math.log(spec[2]))))
+            elif spec[0] == "uniform":
+                config[name] = float(np.random.uniform(spec[1], spec[2]))
+            else:
+                config[name] = spec[1][int(np.random.randint(len(spec[1])))]
         configs.append(config)
     return configs
 

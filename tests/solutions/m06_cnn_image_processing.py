@@ -20,6 +20,10 @@ def conv_output_size__padding_on_one_side(n, kernel, stride=1, padding=0, dilati
     return (n + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def conv_output_size__true_division(n, kernel, stride=1, padding=0, dilation=1):
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1  # 14.5 for (32, 5, stride=2)
+
+
 # Exercise 2
 def conv2d_unfold(x, weight, bias, stride=1, padding=0):
     b, _, h, w = x.shape
@@ -154,6 +158,12 @@ def normalise_with_channel_stats(images):
     return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), mean, std
 
 
+def normalise_with_channel_stats__in_place(images):
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.transpose(0, 1).reshape(images.shape[1], -1).std(dim=1)
+    return images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)), mean, std  # rewrites the caller's data
+
+
 def normalise_with_channel_stats__per_image_stats(images):
     mean = images.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1): every image its own statistics
     std = images.std(dim=(2, 3), keepdim=True)
@@ -170,6 +180,12 @@ def normalise_with_channel_stats__one_global_stat(images):
 def prepare_for_transfer(model, num_classes):
     model.requires_grad_(False)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return list(model.fc.parameters())
+
+
+def prepare_for_transfer__head_without_bias(model, num_classes):
+    model.requires_grad_(False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes, bias=False)
     return list(model.fc.parameters())
 
 

@@ -143,7 +143,7 @@ def ensemble_predict__graph_built_then_detached(models, x):
 
 
 # Exercise 4
-def expected_calibration_error(probs, labels, n_bins=10):
+def calibration_error(probs, labels, n_bins=10):
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).float()
     bins = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
@@ -155,7 +155,7 @@ def expected_calibration_error(probs, labels, n_bins=10):
     return ece
 
 
-def expected_calibration_error__unweighted_bins(probs, labels, n_bins=10):
+def calibration_error__unweighted_bins(probs, labels, n_bins=10):
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).float()
     bins = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
@@ -164,7 +164,7 @@ def expected_calibration_error__unweighted_bins(probs, labels, n_bins=10):
     return float(np.mean(gaps))
 
 
-def expected_calibration_error__true_class_probability(probs, labels, n_bins=10):
+def calibration_error__true_class_probability(probs, labels, n_bins=10):
     conf = probs.gather(1, labels[:, None]).squeeze(1)  # the probability of the right answer, not the confidence
     correct = (probs.argmax(1) == labels).float()
     bins = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
