@@ -1,9 +1,12 @@
 """Project: classify the sentiment of your own texts with a bidirectional LSTM, beside a bag-of-words baseline.
 
 Point it at labelled texts in one of two standard layouts:
-- a CSV file with a header holding `text` and `label` columns (other columns are ignored), one text per row;
+- a CSV file with a header holding `text` and `label` columns (other columns are ignored; name others with
+  --text-col and --label-col), one text per row, separated by commas, semicolons, tabs or '|' (read off the header);
 - the aclImdb folder layout (the Stanford Large Movie Review dataset): `ROOT/train/pos/*.txt`, `ROOT/train/neg/*.txt`
   and the same under `ROOT/test/`, one review per file (any label folder works; `unsup/` is skipped).
+In both, empty texts are skipped and labels that differ only in case ('Positive', 'positive') are read as one class,
+each with a printed note.
 It does what a text classifier must do honestly:
 - a tokenizer (lowercase, words by a regular expression, "n't" split off as "not", no stop-word removal: "not",
   "never" and "but" carry the meaning) and a vocabulary built from the training split only (`<pad>`, `<unk>`,
@@ -16,9 +19,11 @@ It does what a text classifier must do honestly:
 
 Run it:
     python 10-projects/project_sentiment_analysis.py            # the demo: writes a corpus, trains, evaluates, predicts
-    python 10-projects/project_sentiment_analysis.py train --data reviews.csv          # or --data path/to/aclImdb
-    python 10-projects/project_sentiment_analysis.py evaluate --data test.csv --ckpt-dir outputs/10-projects/project_sentiment_analysis/checkpoint
-    python 10-projects/project_sentiment_analysis.py predict --text "not good at all" --text "never boring" --ckpt-dir ...
+    python 10-projects/project_sentiment_analysis.py train --data reviews.csv --ckpt-dir ckpt   # or path/to/aclImdb
+    python 10-projects/project_sentiment_analysis.py train --data IMDB.csv --text-col review --label-col sentiment
+    python 10-projects/project_sentiment_analysis.py evaluate --data test.csv --ckpt-dir ckpt
+    python 10-projects/project_sentiment_analysis.py predict --text "not good" --text "never boring" --ckpt-dir ckpt
+(without --ckpt-dir the checkpoint goes to <out-dir>/checkpoint).
 
 The demo takes about 6 s on an idle 2-core laptop CPU (--smoke: a few seconds). It writes a generated corpus of short
 reviews as train.csv and test.csv under --data-dir, built so that word order decides the label: negation ("not
@@ -34,10 +39,12 @@ predict. On a GPU the LSTM trains there (cuDNN); mixed precision does not pay fo
 import argparse
 import csv
 import hashlib
+import io
 import json
 import os
 import random
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -132,61 +139,156 @@ def pad_batch(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.
 
 # ------------------------------------------------------------------------------------------------------- data
 
+# csv's default limit (131,072 characters a field) is shorter than one long review or a pasted book chapter
+CSV_FIELD_LIMIT = 2**31 - 1                          # the largest a C long holds everywhere (Windows: 32 bits)
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "'|'"}
+UTF8_BOM = b"\xef\xbb\xbf"                           # Excel's "CSV UTF-8" starts with one
 
-def read_csv(path: Path) -> tuple[list[str], list[str]]:
+
+def read_utf8(path: Path) -> str:
+    """The file's text, or one ProjectError line naming where it stops being UTF-8 and how to fix that."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: Excel's "CSV UTF-8" starts with a BOM
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ProjectError(f"{path} is not a readable UTF-8 CSV file ({err.__class__.__name__})") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ProjectError(f"{path} is not a readable file ({err.__class__.__name__})") from None
+    skip = len(UTF8_BOM) if raw.startswith(UTF8_BOM) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = skip + err.start                        # the offset in the file, not after the byte-order mark
+        line = raw.count(b"\n", 0, at) + 1
+        before = raw[raw.rfind(b"\n", 0, at) + 1: at][-30:].decode("utf-8", "replace")
+        excel = "Excel: Save As 'CSV UTF-8'; " if path.suffix.lower() in (".csv", ".tsv") else ""
+        raise ProjectError(f"{path} is not UTF-8: byte 0x{raw[at]:02x} on line {line} (byte offset {at}, after "
+                           f"{before!r}) is not valid there; save the file as UTF-8 ({excel}a latin-1 file: "
+                           "iconv -f latin1 -t utf-8 OLD > NEW)") from None
+
+
+def header_delimiter(text: str) -> str:
+    """The delimiter that splits the header into the most columns (',' on a tie): the header alone decides, so
+    commas inside the texts of a semicolon- or tab-separated file cannot mislead it."""
+    first = text.split("\n", 1)[0]
+    return max(DELIMITERS, key=lambda d: len(next(csv.reader([first], delimiter=d), [])))
+
+
+def find_column(header: list[str], name: str) -> int | None:
+    """The column called `name`, ignoring case and surrounding spaces; None if there is none."""
+    names = [h.strip().casefold() for h in header]
+    return names.index(name.strip().casefold()) if name.strip().casefold() in names else None
+
+
+def guess_columns(header: list[str], rows: list[list[str]]) -> tuple[str, str] | None:
+    """For the refusal's example: the column with the longest values as the text, the one of the others with the
+    fewest distinct values as the label."""
+    rows = [r for r in rows[:200] if len(r) == len(header)]
+    if len(header) < 2 or not rows:
+        return None
+    t = max(range(len(header)), key=lambda j: sum(len(r[j]) for r in rows))
+    lab = min((j for j in range(len(header)) if j != t), key=lambda j: len({r[j] for r in rows}))
+    return header[t].strip(), header[lab].strip()
+
+
+def read_csv(path: Path, text_col: str = "text", label_col: str = "label") -> tuple[list[str], list[str], list[str]]:
+    """Texts, labels and where each row starts ("line N" of the file), from a CSV whose delimiter (',', ';', tab or
+    '|') is read off its header."""
+    content = read_utf8(path)
+    delimiter = header_delimiter(content)
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+    rows, starts = [], []                               # each row, and the line of the file it starts on
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)   # a process-wide setting: put back below
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            rows.append(row)
+            starts.append(start)
+    except csv.Error as err:
+        raise ProjectError(f"{path} line {reader.line_num}: not a readable CSV file ({err})") from None
+    finally:
+        csv.field_size_limit(old_limit)
     if not rows:
         raise ProjectError(f"{path} is empty (a header `text,label` and one row per text are expected)")
-    header = [h.strip().lower() for h in rows[0]]
-    if "text" not in header or "label" not in header:
-        raise ProjectError(f"{path}: the header must name a `text` and a `label` column, it has {rows[0]}")
-    ti, li = header.index("text"), header.index("label")
-    texts, labels = [], []
-    for line_no, row in enumerate(rows[1:], start=2):
+    header = rows[0]
+    ti, li = find_column(header, text_col), find_column(header, label_col)
+    if ti is None or li is None or ti == li:
+        missing = " nor ".join(f"{name!r} ({flag})" for flag, name, i in (("--text-col", text_col, ti),
+                                                                          ("--label-col", label_col, li)) if i is None)
+        why = f"no column {missing}" if missing else "the text and the label must be two different columns"
+        guess = guess_columns(header, rows[1:])
+        example = f", here perhaps --text-col {shlex.quote(guess[0])} --label-col {shlex.quote(guess[1])}" \
+            if guess else ""
+        raise ProjectError(f"{path}: {why} in its header {header} (split at {DELIMITERS[delimiter]}): name the "
+                           f"text and label columns with --text-col and --label-col{example}")
+    texts, labels, where = [], [], []
+    for line_no, row in zip(starts[1:], rows[1:]):
         if not row:
             continue
         if len(row) != len(header):
             raise ProjectError(f"{path} line {line_no}: {len(row)} fields, the header has {len(header)} "
-                               "(quote texts that hold commas)")
+                               f"(columns separated by {DELIMITERS[delimiter]}: quote texts that hold them)")
         if not row[li].strip():
-            raise ProjectError(f"{path} line {line_no}: the label is empty")
+            raise ProjectError(f"{path} line {line_no}: the label is empty (label the text or delete the row)")
         texts.append(row[ti])
         labels.append(row[li].strip())
-    return texts, labels
+        where.append(f"line {line_no}")
+    if delimiter != ",":
+        print(f"{path}: columns separated by {DELIMITERS[delimiter]} (read off the header)")
+    return texts, labels, where
 
 
-def read_folder(root: Path) -> tuple[list[str], list[str]]:
+def read_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
     """aclImdb layout: one folder per label (pos/, neg/), one .txt per text; unsup/ (unlabelled) is skipped."""
-    texts, labels = [], []
+    texts, labels, where = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "unsup"):
         for f in sorted(folder.glob("*.txt")):
-            try:
-                texts.append(f.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as err:
-                raise ProjectError(f"{f} is not a readable UTF-8 text file ({err.__class__.__name__})") from None
+            texts.append(read_utf8(f))
             labels.append(folder.name)
-    return texts, labels
+            where.append(f"{folder.name}/{f.name}")
+    return texts, labels, where
 
 
-def read_texts(path: Path, split: str) -> tuple[list[str], list[str]]:
-    """A CSV file, an aclImdb root (its `split`/ folder is read) or one split folder holding the label folders."""
+def merge_spellings(labels: list[str], where: list[str], path: Path) -> list[str]:
+    """Labels that differ only in case ('Positive', 'positive') are one class, spelt as most of its texts spell it
+    (the first seen on a tie); a note names each spelling and where it first appears."""
+    groups: dict[str, dict[str, list]] = {}
+    for label, w in zip(labels, where):
+        groups.setdefault(label.casefold(), {}).setdefault(label, [0, w])[0] += 1
+    rename = {}
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            canon = max(spellings, key=lambda s: spellings[s][0])
+            rename.update({s: canon for s in spellings})
+            seen = ", ".join(f"{s!r} ({n} texts, first on {w})" for s, (n, w) in spellings.items())
+            print(f"note: {path}: labels {seen} differ only in case: read as one class {canon!r}")
+    return [rename.get(label, label) for label in labels]
+
+
+def read_texts(path: Path, split: str, text_col: str = "text", label_col: str = "label") \
+        -> tuple[list[str], list[str]]:
+    """A CSV file, an aclImdb root (its `split`/ folder is read) or one split folder holding the label folders.
+    Rows with an empty text are skipped (a note counts them); labels differing only in case are merged."""
     if path.is_file():
-        texts, labels = read_csv(path)
+        texts, labels, where = read_csv(path, text_col, label_col)
     elif path.is_dir():
         root = path / split if (path / split).is_dir() else path
-        texts, labels = read_folder(root)
+        texts, labels, where = read_folder(root)
         if not texts:
             raise ProjectError(f"{root} holds no labelled texts: expected label folders such as pos/ and neg/ "
                                "with one .txt file per text (the aclImdb layout), or a CSV file")
     else:
         raise ProjectError(f"no such file or folder: {path}")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        shown = ", ".join(where[i] for i in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        print(f"note: {path}: skipped {len(empty)} row{'s' * (len(empty) > 1)} with an empty text ({shown})")
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        texts, labels, where = [texts[i] for i in keep], [labels[i] for i in keep], [where[i] for i in keep]
     if not texts:
         raise ProjectError(f"{path} holds no texts")
-    return texts, labels
+    return texts, merge_spellings(labels, where, path)
 
 
 def stratified_split(labels: list[str], frac: float, seed: int) -> tuple[list[int], list[int]]:
@@ -218,7 +320,7 @@ class LSTMClassifier(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)                                                  # (B, T, E)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)                                        # h: (2, B, H): forward last, backward first
+        _, (h, _) = self.lstm(packed)                                        # h (2, B, H): forward last, backward first
         h = torch.cat([h[0], h[1]], dim=1)                                   # (B, 2H)
         return self.head(self.drop(h))                                       # (B, C)
 
@@ -325,7 +427,7 @@ def load_model(ckpt_dir: Path, name: str, config: dict, device) -> nn.Module:
 
 
 def train(args, device, data: Path, ckpt_dir: Path) -> dict:
-    texts, labels = read_texts(data, "train")
+    texts, labels = read_texts(data, "train", args.text_col, args.label_col)
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ProjectError(f"{data}: every text has the label {classes[0]!r}; at least two classes are needed")
@@ -336,14 +438,15 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
                            "train on, one to validate) - add texts or drop the class")
     tr, va = stratified_split(labels, args.val_frac, args.seed)
     if len(tr) < args.batch_size:
+        fits = 2 ** (len(tr).bit_length() - 1)              # the largest power of two that fits
         raise ProjectError(f"{data}: {len(tr)} training texts after the validation split, fewer than --batch-size "
-                           f"{args.batch_size}")
+                           f"{args.batch_size}: use --batch-size {fits} (or fewer), or add texts")
     vocab = build_vocab([texts[i] for i in tr], args.min_freq, args.max_vocab)   # the training split only
     stoi = {w: i for i, w in enumerate(vocab)}
     config = {"project": PROJECT, "format_version": FORMAT_VERSION, "data": str(data), "classes": classes,
               "vocab_size": len(vocab), "min_freq": args.min_freq, "max_vocab": args.max_vocab,
               "embed_dim": args.embed_dim, "hidden": args.hidden, "max_len": args.max_len,
-              "n_train": len(tr), "n_val": len(va),
+              "n_train": len(tr), "n_val": len(va), "text_col": args.text_col, "label_col": args.label_col,
               "vocab_sha256": hashlib.sha256(json.dumps(vocab).encode("utf-8")).hexdigest()}  # as save_best writes it
     seqs = encode(texts, stoi)
     y = torch.tensor([classes.index(lab) for lab in labels])
@@ -517,8 +620,12 @@ def bow_ceiling(seqs: list[list[int]], y: np.ndarray) -> float:
 
 def evaluate(args, device, data: Path, ckpt_dir: Path, out_dir: Path, n_wrong: int = 5) -> dict:
     config = load_config(ckpt_dir)
-    texts, labels = read_texts(data, "test")
+    stored = {k: config[k] for k in ("text_col", "label_col") if isinstance(config.get(k), str)}  # absent before
+    text_col = args.text_col or stored.get("text_col", "text")          # the flags, else the columns train read
+    label_col = args.label_col or stored.get("label_col", "label")
+    texts, labels = read_texts(data, "test", text_col, label_col)
     classes = config["classes"]
+    labels = match_classes(labels, classes, data)
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise ProjectError(f"{data} has labels {unknown} the checkpoint does not know (it was trained on {classes})")
@@ -554,6 +661,17 @@ def evaluate(args, device, data: Path, ckpt_dir: Path, out_dir: Path, n_wrong: i
     result["probs"] = probs
     result["y"] = y
     return result
+
+
+def match_classes(labels: list[str], classes: list[str], data: Path) -> list[str]:
+    """A label that is not one of the checkpoint's classes but differs from exactly one only in case is that class."""
+    folded = Counter(c.casefold() for c in classes)
+    by_fold = {c.casefold(): c for c in classes if folded[c.casefold()] == 1}
+    rename = {lab: by_fold[lab.casefold()] for lab in set(labels) if lab not in classes and lab.casefold() in by_fold}
+    if rename:
+        pairs = ", ".join(f"{a!r} as {b!r}" for a, b in sorted(rename.items()))
+        print(f"note: {data}: labels read as the checkpoint's classes that differ only in case: {pairs}")
+    return [rename.get(lab, lab) for lab in labels]
 
 
 def plot_confusion(path: Path, classes: list[str], matrices: dict) -> None:
@@ -601,10 +719,7 @@ def predict(args, device, texts: list[str], ckpt_dir: Path, output: Path) -> dic
 
 
 def read_lines(path: Path) -> list[str]:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ProjectError(f"{path} is not a readable UTF-8 text file ({err.__class__.__name__})") from None
+    lines = [line.strip() for line in read_utf8(path).splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         raise ProjectError(f"{path} holds no sentences (one per line is expected)")
@@ -734,17 +849,26 @@ def run_demo(args, device) -> dict:
 # -------------------------------------------------------------------------------------------------- the CLI
 
 
+def sub_flag(parser: argparse.ArgumentParser, sub: bool):
+    """add_argument for a flag both the main parser and a subcommand take. After the subcommand it has no default
+    (SUPPRESS), so `--epochs 3 train` keeps the 3; its help still names the default, once."""
+    def add(*names, default, help, **kw):
+        if sub:
+            return parser.add_argument(*names, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kw)
+        return parser.add_argument(*names, default=default, help=help, **kw)
+    return add
+
+
 def add_common(parser: argparse.ArgumentParser, sub: bool) -> None:
     """The common flags, on the main parser and (without defaults) after each subcommand too."""
-    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
-    parser.add_argument("--device", default=d("auto"), choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to train; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--seed", type=int, default=d(0), help="seed for torch, numpy and random")
-    parser.add_argument("--smoke", action="store_true", default=d(False),
-                        help="the demo in tiny form: a few seconds on a CPU")
-    parser.add_argument("--out-dir", type=Path, default=d(Path("outputs/10-projects/project_sentiment_analysis")),
-                        help="where metrics.json, plots, predictions and the default checkpoint go")
-    parser.add_argument("--data-dir", type=Path, default=d(Path("data")), help="where the demo writes its CSV files")
+    add = sub_flag(parser, sub)
+    add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+        help="where to train; auto picks cuda, then mps, then cpu")
+    add("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    add("--smoke", action="store_true", default=False, help="the demo in tiny form: a few seconds on a CPU")
+    add("--out-dir", type=Path, default=Path("outputs/10-projects/project_sentiment_analysis"),
+        help="where metrics.json, plots, predictions and the default checkpoint go")
+    add("--data-dir", type=Path, default=Path("data"), help="where the demo writes its CSV files")
 
 
 def positive_int(text: str) -> int:
@@ -762,42 +886,58 @@ def fraction(text: str) -> float:
 
 
 TRAIN_DEFAULTS = {"epochs": 12, "patience": 3, "batch_size": 32, "lr": 3e-3, "embed_dim": 32, "hidden": 64,
-                  "min_freq": 2, "max_vocab": 20000, "max_len": 400, "val_frac": 0.15, "resume": False}
+                  "min_freq": 2, "max_vocab": 20000, "max_len": 400, "val_frac": 0.15, "resume": False,
+                  "text_col": "text", "label_col": "label"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, minus "(default: None)" after a help that says the default itself."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, []) else super()._get_help_string(action)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_common(parser, sub=False)
     subs = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}",
                                  help="with no command: the whole demo")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p_train = subs.add_parser("train", help="train the BiLSTM and the baseline, keep the best", formatter_class=fmt)
     p_eval = subs.add_parser("evaluate", help="accuracy, F1, confusion matrix, confident mistakes", formatter_class=fmt)
     p_pred = subs.add_parser("predict", help="classify sentences, write a CSV", formatter_class=fmt)
     for p in (p_train, p_eval, p_pred):
         add_common(p, sub=True)
-        p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <out-dir>/checkpoint)")
+        p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default: <out-dir>/checkpoint)")
     for p in (p_train, p_eval):
         p.add_argument("--data", type=Path, required=True,
-                       help="a CSV with text,label columns, or an aclImdb-style folder (train/ and test/ holding "
-                            "pos/ and neg/ with one .txt per text)")
+                       help="a CSV with text and label columns (see --text-col, --label-col), separated by commas, "
+                            "semicolons, tabs or '|' (read off its header), or an aclImdb-style folder (train/ and "
+                            "test/ holding pos/ and neg/ with one .txt per text)")
+    p_train.add_argument("--text-col", default="text", help="the CSV column holding the texts (any case)")
+    p_train.add_argument("--label-col", default="label", help="the CSV column holding the labels (any case)")
+    p_eval.add_argument("--text-col", default=None,
+                        help="the CSV column holding the texts (default: the one the checkpoint was trained with)")
+    p_eval.add_argument("--label-col", default=None,
+                        help="the CSV column holding the labels (default: the one the checkpoint was trained with)")
     p_pred.add_argument("--text", action="append", default=[], help="a sentence to classify (repeatable)")
     p_pred.add_argument("--file", type=Path, default=None, help="a text file, one sentence per line")
-    p_pred.add_argument("--output", type=Path, default=None, help="predictions CSV (default <out-dir>/predictions.csv)")
+    p_pred.add_argument("--output", type=Path, default=None,
+                        help="predictions CSV (default: <out-dir>/predictions.csv)")
     p_train.add_argument("--resume", action="store_true", help="continue the run saved in --ckpt-dir")
-    p_train.add_argument("--val-frac", type=fraction, default=0.15, help="fraction of each class held out for validation")
+    p_train.add_argument("--val-frac", type=fraction, default=0.15,
+                         help="fraction of each class held out for validation")
     for p in (parser, p_train):
-        dd = (lambda v: argparse.SUPPRESS) if p is p_train else (lambda v: v)
-        p.add_argument("--epochs", type=positive_int, default=dd(12), help="most epochs (early stopping may end sooner)")
-        p.add_argument("--patience", type=positive_int, default=dd(3), help="epochs without improvement before stopping")
-        p.add_argument("--batch-size", type=positive_int, default=dd(32), help="texts per batch")
-        p.add_argument("--lr", type=float, default=dd(3e-3), help="Adam learning rate (the baseline uses 10x)")
-        p.add_argument("--embed-dim", type=positive_int, default=dd(32), help="word embedding size")
-        p.add_argument("--hidden", type=positive_int, default=dd(64), help="LSTM width per direction")
-        p.add_argument("--min-freq", type=positive_int, default=dd(2), help="words seen fewer times become <unk>")
-        p.add_argument("--max-vocab", type=positive_int, default=dd(20000), help="vocabulary size, <pad> and <unk> included")
-        p.add_argument("--max-len", type=positive_int, default=dd(400), help="tokens read per text (the first ones)")
+        add = sub_flag(p, sub=p is p_train)
+        add("--epochs", type=positive_int, default=12, help="most epochs (early stopping may end sooner)")
+        add("--patience", type=positive_int, default=3, help="epochs without improvement before stopping")
+        add("--batch-size", type=positive_int, default=32, help="texts per batch")
+        add("--lr", type=float, default=3e-3, help="Adam learning rate (the baseline uses 10x)")
+        add("--embed-dim", type=positive_int, default=32, help="word embedding size")
+        add("--hidden", type=positive_int, default=64, help="LSTM width per direction")
+        add("--min-freq", type=positive_int, default=2, help="words seen fewer times become <unk>")
+        add("--max-vocab", type=positive_int, default=20000, help="vocabulary size, <pad> and <unk> included")
+        add("--max-len", type=positive_int, default=400, help="tokens read per text (the first ones)")
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
         parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
@@ -819,6 +959,25 @@ def parse_args(argv):
     return args
 
 
+def print_next_steps(data: Path, ckpt_dir: Path) -> None:
+    """After train: the evaluate and predict commands for this checkpoint, ready to copy."""
+    try:
+        script = os.path.relpath(__file__)              # short when run from the repository
+    except ValueError:                                  # Windows: another drive
+        script = ".."
+    me = f"python {shlex.quote(script if not script.startswith('..') else os.path.abspath(__file__))}"
+    ck = shlex.quote(str(ckpt_dir))
+    if data.is_dir() and (data / "test").is_dir():      # an aclImdb root: evaluate reads its test/ folder
+        test, why = data, "reads its test/ folder"
+    elif data.is_file() and (data.parent / "test.csv").is_file() and data.name != "test.csv":
+        test, why = data.parent / "test.csv", "the test.csv beside your data, if it holds texts kept out of training"
+    else:
+        test, why = Path("test.csv" if data.is_file() else "test_folder"), "texts kept out of training, same layout"
+    section("Next: evaluate on texts kept out of training, then predict")
+    print(f"{me} evaluate --data {shlex.quote(str(test))} --ckpt-dir {ck}   # {why}")
+    print(f"{me} predict  --ckpt-dir {ck} --text \"not bad at all\"   # or --file sentences.txt, one per line")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -832,6 +991,7 @@ def main(argv=None) -> dict:
         elif args.command == "train":
             r = train(args, device, args.data, ckpt_dir)
             metrics = {f"{n}_{k}": v for n in MODELS for k, v in r[n].items() if k != "history"}
+            print_next_steps(args.data, ckpt_dir)
         elif args.command == "evaluate":
             r = evaluate(args, device, args.data, ckpt_dir, args.out_dir)
             metrics = {"texts": r["n"], "bow_ceiling": r["bow_ceiling"]}

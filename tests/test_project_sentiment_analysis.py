@@ -157,7 +157,7 @@ def test_bad_data_gets_one_line(tmp_path, project_main):
     (tmp_path / "empty.csv").write_text("")
     assert "empty" in fails("train", "--data", tmp_path / "empty.csv")
     (tmp_path / "header.csv").write_text("review,sentiment\ngood,pos\n")
-    assert "`text` and a `label`" in fails("train", "--data", tmp_path / "header.csv")
+    assert "--text-col" in fails("train", "--data", tmp_path / "header.csv")
     (tmp_path / "fields.csv").write_text("text,label\ngood,pos\ngood, really,pos\n")
     assert "line 3" in fails("train", "--data", tmp_path / "fields.csv")
     (tmp_path / "nolabel.csv").write_text("text,label\ngood,pos\nbad,\n")
@@ -290,3 +290,130 @@ def test_a_class_with_a_single_text_is_refused(tmp_path, project_main):
     with open(data, "a") as f:
         f.write("40,a lone mixed review,mixed\n")
     assert "'mixed' has a single text" in fails("train", "--data", data, "--batch-size", "8")
+
+
+def write_rows(path, header, rows, delimiter=",", encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def labelled(n=40, seed=0, labels=("pos", "neg")):
+    rng = random.Random(seed)
+    return [(review(rng, "pos" if i % 2 == 0 else "neg"), labels[i % 2]) for i in range(n)]
+
+
+def test_a_text_longer_than_csvs_default_field_limit_is_read(tmp_path, project_main, monkeypatch):
+    """csv's default limit is 131,072 characters a field: one long review (a pasted chapter) must still read, and a
+    CSV error that still happens is named with its line and csv's own text."""
+    project, fails = project_main
+    long_text = "so very boring " * 14_000                  # 210,000 characters
+    data = write_rows(tmp_path / "long.csv", ["text", "label"], [*labelled(6), (long_text, "neg"), ("fine", "pos")])
+    before = csv.field_size_limit()
+    texts, labels = project.read_texts(data, "train")
+    assert len(texts) == 8 and texts[6] == long_text and labels[6] == "neg"
+    assert csv.field_size_limit() == before, "the process-wide limit is put back after reading"
+    monkeypatch.setattr(project, "CSV_FIELD_LIMIT", 1000)
+    err = fails("train", "--data", data)
+    assert "line 8" in err and "field larger than field limit (1000)" in err, err
+
+
+def test_columns_named_by_flags_and_the_delimiter_read_off_the_header(tmp_path, project_main):
+    """Kaggle's IMDB CSV (review,sentiment): the refusal lists the columns and names the flags; with them train works,
+    the columns are stored in the checkpoint and evaluate reads them; semicolon and tab files are read too."""
+    project, fails = project_main
+    rows = [(t, "positive" if y == "pos" else "negative") for t, y in labelled(40)]
+    kaggle = write_rows(tmp_path / "imdb.csv", ["review", "sentiment"], rows)
+    err = fails("train", "--data", kaggle)
+    assert "['review', 'sentiment']" in err and "--text-col review --label-col sentiment" in err, err
+    assert "'nope' (--text-col)" in fails("train", "--data", kaggle, "--text-col", "nope", "--label-col", "sentiment")
+    ckpt = tmp_path / "ck"
+    small_train(project, tmp_path, kaggle, ckpt, "--text-col", "Review", "--label-col", "sentiment")
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["classes"] == ["negative", "positive"]
+    assert (config["text_col"], config["label_col"]) == ("Review", "sentiment")
+    test = write_rows(tmp_path / "test.csv", ["sentiment", "review"], [(y, t) for t, y in rows[:10]])
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(test),
+                      "--ckpt-dir", str(ckpt)])
+    assert m["texts"] == 10, "evaluate reads the columns train was told to read"
+    plain = write_rows(tmp_path / "plain.csv", ["text", "label"], rows[:10])
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(plain),
+                      "--ckpt-dir", str(ckpt), "--text-col", "text", "--label-col", "label"])
+    assert m["texts"] == 10, "evaluate's flags override the stored columns"
+
+    commas = [(f"{t.replace('.', ',')}, sadly, yes", y) for t, y in labelled(20)]   # commas in unquoted texts
+    for name, delimiter in (("semi.csv", ";"), ("tabs.tsv", "\t"), ("pipes.csv", "|")):
+        path = write_rows(tmp_path / name, ["label", "text"], [(y, t) for t, y in commas], delimiter=delimiter)
+        assert ("," in path.read_text().splitlines()[1]) and '"' not in path.read_text()
+        texts, labels = project.read_texts(path, "train")
+        assert texts == [t for t, _ in commas] and labels == [y for _, y in commas], name
+
+
+def test_labels_differing_only_in_case_are_one_class_with_a_note(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+    rows = [(t, {"pos": ["positive", "Positive ", "positive"][i % 3], "neg": "Negative"}[y])
+            for i, (t, y) in enumerate(labelled(36))]
+    data = write_rows(tmp_path / "cap.csv", ["Text", "Label"], rows)
+    texts, labels = project.read_texts(data, "train")
+    assert sorted(set(labels)) == ["Negative", "positive"], "spelt as most of its texts spell it"
+    assert labels.count("positive") == 18
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "'positive' (12 texts, first on line 2)" in note[0] \
+        and "'Positive' (6 texts, first on line 6)" in note[0], note
+    ckpt = tmp_path / "ck"
+    small_train(project, tmp_path, data, ckpt)
+    assert json.loads((ckpt / "config.json").read_text())["classes"] == ["Negative", "positive"]
+    test = write_rows(tmp_path / "test.csv", ["text", "label"], [(t, y.upper()) for t, y in rows[:6]])
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(test),
+                      "--ckpt-dir", str(ckpt)])
+    assert m["texts"] == 6 and "'POSITIVE' as 'positive'" in capsys.readouterr().out
+
+
+def test_non_utf8_names_the_line_and_says_to_save_as_utf8(tmp_path, project_main):
+    _, fails = project_main
+    (tmp_path / "latin1.csv").write_bytes(b"\xef\xbb\xbftext,label\ngood,pos\n\"nice\nca\xe9\",pos\n")
+    err = fails("train", "--data", tmp_path / "latin1.csv")
+    assert "byte 0xe9 on line 4 (byte offset 31, after 'ca')" in err and "save the file as UTF-8" in err, err
+    (tmp_path / "s.txt").write_bytes("fine\ncaf\xe9 awful\n".encode("latin-1"))
+    err = fails("predict", "--file", tmp_path / "s.txt", "--ckpt-dir", tmp_path / "none")
+    assert "line 2" in err and "save the file as UTF-8" in err, err
+
+
+def test_empty_texts_are_skipped_with_a_note(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+    rows = labelled(10)
+    rows[2], rows[7] = ("", "pos"), ("   ", "neg")
+    rows[0] = ("a review\nover two lines", "pos")         # so file lines and rows differ
+    data = write_rows(tmp_path / "gaps.csv", ["text", "label"], rows)
+    texts, labels = project.read_texts(data, "train")
+    assert len(texts) == 8 and all(t.strip() for t in texts)
+    assert "skipped 2 rows with an empty text (line 5, line 10)" in capsys.readouterr().out
+
+
+def test_small_data_suggests_a_batch_size_that_works(tmp_path, project_main):
+    _, fails = project_main
+    data = write_rows(tmp_path / "small.csv", ["text", "label"], labelled(20))
+    err = fails("train", "--data", data)
+    assert "16 training texts" in err and "use --batch-size 16" in err, err
+
+
+def test_train_prints_the_next_commands_and_help_names_each_default_once(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+    data = write_rows(tmp_path / "train.csv", ["text", "label"], labelled(40))
+    write_rows(tmp_path / "test.csv", ["text", "label"], labelled(10, seed=1))
+    ckpt = tmp_path / "ck"
+    small_train(project, tmp_path, data, ckpt)
+    out = capsys.readouterr().out
+    assert f"evaluate --data {tmp_path / 'test.csv'} --ckpt-dir {ckpt}" in out
+    assert f"predict  --ckpt-dir {ckpt} --text" in out
+    for command in ("train", "evaluate", "predict"):
+        with pytest.raises(SystemExit):
+            project.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and text.count("<out-dir>/checkpoint") == 1, command
+        assert "(default: auto)" in text and "(default: 0)" in text, f"{command}: the common flags' defaults"
+    with pytest.raises(SystemExit):
+        project.main(["train", "--help"])
+    assert "(default: 12)" in " ".join(capsys.readouterr().out.split())
