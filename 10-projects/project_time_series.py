@@ -1,6 +1,9 @@
 """Project: forecast the next steps of your own time series, with honest baselines and measured intervals.
 
-Point it at a CSV with a time column and one or more numeric columns. It trains an LSTM that reads the last
+Point it at a CSV with a time column and one or more numeric columns, one row per time step, oldest first. The time
+column holds ISO dates or datetimes (2022-01-31, 2022-01-31 14:00), numbers, or dates in a format you name with
+--time-format (e.g. '%m/%d/%Y' for 01/31/2022): the rows' order is checked, and a warning says when the steps between
+them are not all equal. It trains an LSTM that reads the last
 `--window` rows (every numeric column is an input) and forecasts the next `--horizon` values of `--target`, as three
 quantiles (10%, 50%, 90%): a median forecast and an 80% prediction interval, trained with the quantile (pinball)
 loss. Everything a forecaster must do honestly is done here:
@@ -16,9 +19,9 @@ loss. Everything a forecaster must do honestly is done here:
 
 Run it:
     python 10-projects/project_time_series.py                  # the demo: writes two CSVs, trains, evaluates, predicts
-    python 10-projects/project_time_series.py train --csv my.csv --time-col date --target sales --horizon 14
-    python 10-projects/project_time_series.py evaluate --csv my.csv --ckpt-dir outputs/10-projects/project_time_series/checkpoint
-    python 10-projects/project_time_series.py predict --csv my.csv --ckpt-dir outputs/10-projects/project_time_series/checkpoint
+    python 10-projects/project_time_series.py train --csv my.csv --target sales --horizon 14 --ckpt-dir ckpt
+    python 10-projects/project_time_series.py evaluate --csv my.csv --ckpt-dir ckpt
+    python 10-projects/project_time_series.py predict --csv my.csv --ckpt-dir ckpt --output next.csv
 
 The demo takes about 10 s on an idle 2-core laptop CPU (--smoke: a few seconds). It forecasts two series written under
 --data-dir in the same CSV layout: a generated hourly load with trend, daily and weekly seasonality, a temperature
@@ -36,11 +39,15 @@ import json
 import math
 import os
 import random
+import re
+import shlex
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from types import NoneType
 
 import numpy as np
 import torch
@@ -94,18 +101,25 @@ def atomic_write(path: Path, write) -> None:
 # ---------------------------------------------------------------------------------------------------------------- data
 
 
-def read_series(path: Path, time_col: str | None, target: str | None, features: list[str] | None) -> dict:
-    """Read a CSV into times (strings) and a float matrix; every problem becomes one ProjectError line."""
+def read_series(path: Path, time_col: str | None, target: str | None, features: list[str] | None,
+                time_format: str | None = None) -> dict:
+    """Read a CSV into times (strings) and a float matrix; every problem becomes one ProjectError line. The times must
+    parse (ISO dates, numbers, or `time_format`) so their order can be checked; unequal steps give data['warning']."""
     if not path.is_file():
         raise ProjectError(f"no such CSV file: {path}")
+    csv.field_size_limit(2**31 - 1)   # the default caps a field at 131,072 characters (a long note column)
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: Excel's "CSV UTF-8" starts with a BOM
-            rows = [r for r in csv.reader(line for line in f if not line.startswith("#")) if r]
+            reader = csv.reader("\n" if line.startswith("#") else line for line in f)  # a comment is a blank line
+            rows = [(reader.line_num, r) for r in reader if r]   # (line number in the file, fields)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ProjectError(f"{path} is not a readable CSV file ({err})") from None
+        where = f" (line {reader.line_num})" if isinstance(err, csv.Error) and reader is not None else ""
+        raise ProjectError(f"{path} is not a readable CSV file{where}: {err}") from None
     if len(rows) < 2:
         raise ProjectError(f"{path} has no data rows (a header line and one row per time step are expected)")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
+    body = rows[1:]
     time_col = time_col or header[0]
     if time_col not in header:
         raise ProjectError(f"time column {time_col!r} is not in {path} (columns: {', '.join(header)})")
@@ -121,30 +135,43 @@ def read_series(path: Path, time_col: str | None, target: str | None, features: 
     numeric = [target] + [c for c in numeric if c != target]  # the target is input column 0
     idx = [header.index(c) for c in numeric]
     t_idx = header.index(time_col)
-    values = np.empty((len(rows) - 1, len(numeric)), dtype=np.float64)
+    values = np.empty((len(body), len(numeric)), dtype=np.float64)
     times = []
-    for line_no, row in enumerate(rows[1:], start=2):
+    for k, (line_no, row) in enumerate(body):
         if len(row) != len(header):
             raise ProjectError(f"{path} line {line_no}: {len(row)} fields, the header has {len(header)}")
         times.append(row[t_idx].strip())
         for j, i in enumerate(idx):
             try:
-                values[line_no - 2, j] = float(row[i])
+                values[k, j] = float(row[i])
             except ValueError:
-                what = "is empty" if not row[i].strip() else f"is {row[i]!r}, not a number"
-                raise ProjectError(f"{path} line {line_no}: column {numeric[j]!r} {what}") from None
+                raise ProjectError(not_a_number(path, line_no, numeric[j], row[i], header, body, time_col,
+                                                target, features)) from None
     if not np.isfinite(values).all():
         raise ProjectError(f"{path}: column values must be finite numbers (found inf or nan)")
-    parsed = [_parse_time(t) for t in times]
-    if all(p is not None for p in parsed) and any(b <= a for a, b in zip(parsed, parsed[1:])):
-        bad = next(i for i, (a, b) in enumerate(zip(parsed, parsed[1:])) if b <= a)
-        raise ProjectError(f"{path} line {bad + 3}: time {times[bad + 1]!r} does not come after {times[bad]!r}")
-    return {"times": times, "values": values, "columns": numeric, "time_col": time_col, "target": target}
+    lines = [line_no for line_no, _ in body]
+    parsed = parse_times(path, times, lines, time_col, time_format, header, body)
+    for k, (a, b) in enumerate(zip(parsed, parsed[1:])):
+        if b == a:
+            raise ProjectError(f"{path} line {lines[k + 1]}: time {times[k + 1]!r} repeats line {lines[k]}: "
+                               "one row per time step (remove or merge the duplicate)")
+        if b < a:
+            raise ProjectError(f"{path} line {lines[k + 1]}: time {times[k + 1]!r} does not come after "
+                               f"{times[k]!r}: sort the rows by {time_col!r}{time_col_hint(header, body, time_col)}")
+    return {"times": times, "values": values, "columns": numeric, "time_col": time_col, "target": target,
+            "warning": uneven_steps(path, times, parsed, lines)}
 
 
-def _parse_time(text: str):
+def _parse_time(text: str, time_format: str | None = None):
+    """A number, an ISO date/datetime, or with `time_format` a strptime datetime; None when it is none of these."""
+    if time_format:
+        try:
+            return datetime.strptime(text, time_format)
+        except ValueError:
+            return None
     try:
-        return float(text)
+        value = float(text)
+        return value if math.isfinite(value) else None
     except ValueError:
         pass
     try:
@@ -153,9 +180,168 @@ def _parse_time(text: str):
         return None
 
 
-def future_times(times: list[str], n: int) -> list[str]:
-    """The next n time stamps after the last one: numbers step on, month starts add months, dates add the median step."""
-    parsed = [_parse_time(t) for t in times[-10:]]
+# 01/31/2022, 31.01.2022, 2022/01/31, 31-01-22, optionally followed by a time of day (14:00 or 14:00:05)
+_DATE_SHAPE = re.compile(r"(\d{1,4})([/.\-])(\d{1,2})\2(\d{1,4})(?:([ T])\d{1,2}:\d{2}(:\d{2})?)?")
+
+
+def guess_time_format(texts: list[str]) -> tuple[str | None, str | None]:
+    """A strptime format that fits the shape of these values, and the other reading when day and month could be
+    either way round (no day above 12 seen). (None, None) when the values have no date shape."""
+    shapes = [m for t in texts if (m := _DATE_SHAPE.fullmatch(t))]
+    if not shapes:
+        return None, None
+    m, sep = shapes[0], shapes[0][2]
+    clock = f"{m[5]}%H:%M{':%S' if m[6] else ''}" if m[5] else ""
+    if len(m[1]) == 4:                                     # year first: 2022/01/31
+        return f"%Y{sep}%m{sep}%d{clock}", None
+    if len(m[1]) > 2 or len(m[4]) not in (2, 4):
+        return None, None
+    year = "%Y" if len(m[4]) == 4 else "%y"
+    day_first, month_first = f"%d{sep}%m{sep}{year}{clock}", f"%m{sep}%d{sep}{year}{clock}"
+    if any(int(s[1]) > 12 for s in shapes):
+        fmt, other = day_first, None
+    elif any(int(s[3]) > 12 for s in shapes):
+        fmt, other = month_first, None
+    else:                                                  # 01/02/2022: US; 01.02.2022: European
+        fmt, other = (month_first, day_first) if sep == "/" else (day_first, month_first)
+    try:
+        datetime.strptime(m[0], fmt)                       # 12.34.56 has a date's shape but no month 34
+    except ValueError:
+        return None, None
+    return fmt, other
+
+
+def format_hint(texts: list[str]) -> str:
+    fmt, other = guess_time_format(texts)
+    if fmt is None:
+        return "--time-format with its strptime codes, e.g. '%m/%d/%Y' or '%d.%m.%Y %H:%M'"
+    either = f" (or '{other}' if the {'day' if other.startswith('%d') else 'month'} comes first)" if other else ""
+    return f"--time-format '{fmt}'{either}"
+
+
+def time_col_hint(header: list[str], body: list, time_col: str) -> str:
+    """'; if the time is in column X, add --time-col X' when another column's first value is a date."""
+    first = body[0][1]
+    for i, name in enumerate(header):
+        if name != time_col and i < len(first):
+            text = first[i].strip()
+            if isinstance(_parse_time(text), datetime) or guess_time_format([text])[0]:
+                return f"; if the time is in column {name!r}, add --time-col {shlex.quote(name)}"
+    return ""
+
+
+def parse_times(path: Path, times: list[str], lines: list[int], time_col: str, time_format: str | None,
+                header: list[str], body: list) -> list:
+    """Every time parsed, all of one kind (numbers, dates, dates with a time zone), or one ProjectError line."""
+    parsed = [_parse_time(t, time_format) for t in times]
+    if None in parsed:
+        k = parsed.index(None)
+        where = f"{path} line {lines[k]}: time column {time_col!r} holds {times[k]!r}"
+        if time_format:
+            fmt, _ = guess_time_format(times)
+            looks = f"; it looks like --time-format '{fmt}'" if fmt and fmt != time_format else ""
+            raise ProjectError(f"{where}, which does not match --time-format {time_format!r}{looks}")
+        other_col = time_col_hint(header, body, time_col)
+        if other_col and not _DATE_SHAPE.fullmatch(times[k]):    # 'S1' in the first column, dates in another
+            raise ProjectError(f"{where}, not a time{other_col}")
+        raise ProjectError(f"{where}, neither an ISO date (2022-01-31, 2022-01-31 14:00) nor a number, so the rows' "
+                           f"order cannot be checked; give its format: {format_hint(times)}")
+    kinds = ["number" if isinstance(p, float) else "date with a time zone" if p.tzinfo else "date" for p in parsed]
+    if len(set(kinds)) > 1:
+        k = next(i for i, kind in enumerate(kinds) if kind != kinds[0])
+        raise ProjectError(f"{path} line {lines[k]}: time column {time_col!r} holds {times[k]!r}, a {kinds[k]}, "
+                           f"where line {lines[0]} holds a {kinds[0]}: one kind of time per column")
+    return parsed
+
+
+def _step_text(step: float, unit: str) -> str:
+    if unit == "month":
+        return f"{step:g} month{'s' if step != 1 else ''}"
+    if unit == "number":
+        return f"{step:g}"
+    size, name = next((size, name) for size, name in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+                      if step % size == 0 or size == 1)
+    return f"{step / size:g} {name}{'s' if step != size else ''}"
+
+
+def uneven_steps(path: Path, times: list[str], parsed: list, lines: list[int]) -> str | None:
+    """One warning line when the steps between rows are not all equal (missing days, say), else None. Monthly data
+    steps by months (28-31 days is one step); weekday-only data may skip Saturday and Sunday."""
+    if len(parsed) < 3:
+        return None
+    if isinstance(parsed[0], float):
+        unit, steps = "number", [float(f"{b - a:.6g}") for a, b in zip(parsed, parsed[1:])]
+    else:
+        days = np.median([(b - a).total_seconds() / 86400 for a, b in zip(parsed, parsed[1:])])
+        if days >= 27:   # monthly or longer: a step is a number of months, to the same day (or each month's last)
+            anchor, clock = Counter(p.day for p in parsed).most_common(1)[0][0], parsed[0].time()
+            on_time = [p.time() == clock and p.day == min(anchor, calendar.monthrange(p.year, p.month)[1])
+                       for p in parsed]
+            unit, steps = "month", [float((b.year - a.year) * 12 + b.month - a.month) if on_time[k + 1] else -1.0
+                                    for k, (a, b) in enumerate(zip(parsed, parsed[1:]))]   # -1: off the day
+        else:
+            unit, steps = "seconds", [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])]
+    common = Counter(steps).most_common(1)[0][0]
+    weekdays_only = unit == "seconds" and common == 86400 and all(p.weekday() < 5 for p in parsed)
+    weekend = [weekdays_only and s == 3 * 86400 and parsed[k].weekday() == 4   # Friday to Monday
+               for k, s in enumerate(steps)]
+    odd = [k for k, s in enumerate(steps) if s != common and not weekend[k]]
+    if not odd:
+        return None
+    k = odd[0]
+    return (f"{path.name}: the time steps are not all equal: {len(odd)} of {len(steps)} differ from the most common "
+            f"step ({_step_text(common, unit)}), first at line {lines[k + 1]} ({times[k]} -> {times[k + 1]}); "
+            "--window, --horizon and the season count rows, so they assume equal steps: one row per step, no gaps")
+
+
+def not_a_number(path: Path, line_no: int, col: str, text: str, header: list[str], body: list, time_col: str,
+                 target: str, features: list[str] | None) -> str:
+    """The message for a value column cell that is not a number, with the flag that fixes it."""
+    if not text.strip():
+        return f"{path} line {line_no}: column {col!r} is empty (fill it in or remove the row)"
+    where = f"{path} line {line_no}: column {col!r} is {text!r}, not a number"
+    text = text.strip()
+    if isinstance(_parse_time(text), datetime) or guess_time_format([text])[0]:
+        fmt = "" if isinstance(_parse_time(text), datetime) else f" {format_hint([text])}"
+        return f"{where}; it holds times: make it the time column with --time-col {shlex.quote(col)}{fmt}"
+
+    def numeric_throughout(name: str) -> bool:
+        i = header.index(name)
+        try:
+            return all(math.isfinite(float(row[i])) for _, row in body if len(row) == len(header))
+        except ValueError:
+            return False
+
+    i = header.index(col)
+    cells = [row[i] for _, row in body if len(row) == len(header) and row[i].strip()]
+    parses = sum(1 for c in cells if _is_float(c))
+    if parses >= len(cells) / 2:    # a numeric column with a stray cell: the cell is the problem
+        return f"{where} (the column holds numbers elsewhere: fix that cell)"
+    numbers = [h for h in header if h != time_col and numeric_throughout(h)]
+    if not numbers:
+        return (f"{where}, and no column beside the time holds only numbers (a thousands separator as in 1,234 or a "
+                "unit as in 5kg is not a number)")
+    quoted = " ".join(shlex.quote(h) for h in numbers)
+    fixes = []
+    if col == target:
+        fixes.append(f"forecast a numeric column with --target (numeric columns here: {', '.join(numbers)})")
+    if col != target or features is None or col in features:   # another --target leaves it an input
+        fixes.append(f"choose numeric inputs with --features {quoted}")
+    return f"{where}; {' and '.join(fixes)}"
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def future_times(times: list[str], n: int, time_format: str | None = None) -> list[str]:
+    """The next n time stamps after the last one: numbers step on, month starts add months, dates add the median step.
+    With a time_format the new dates are written in it (01/31/2022 goes on as 02/01/2022), else in ISO form."""
+    parsed = [_parse_time(t, time_format) for t in times[-10:]]
     if len(parsed) < 2 or any(p is None for p in parsed):
         return [f"{times[-1]}+{k}" for k in range(1, n + 1)]
     last = parsed[-1]
@@ -168,9 +354,12 @@ def future_times(times: list[str], n: int) -> list[str]:
         for k in range(1, n + 1):
             m = last.month - 1 + k
             y, m = last.year + m // 12, m % 12 + 1
-            out.append(date(y, m, min(last.day, calendar.monthrange(y, m)[1])).isoformat())
+            day = date(y, m, min(last.day, calendar.monthrange(y, m)[1]))
+            out.append(datetime.combine(day, last.timetz()).strftime(time_format) if time_format else day.isoformat())
         return out
     step = timedelta(seconds=float(np.median([(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])])))
+    if time_format:
+        return [(last + k * step).strftime(time_format) for k in range(1, n + 1)]
     fmt = (lambda d: d.date().isoformat()) if step.total_seconds() % 86400 == 0 else (lambda d: d.isoformat())
     return [fmt(last + k * step) for k in range(1, n + 1)]
 
@@ -299,6 +488,7 @@ def load_config(ckpt_dir: Path) -> dict:
         raise ProjectError(f"{ckpt_dir}: checkpoint format {config.get('format_version')!r}, this script reads "
                            f"{FORMAT_VERSION} (train again with this script)")
     bad = [k for k, t in CONFIG_KEYS.items() if not isinstance(config.get(k), t) or isinstance(config.get(k), bool)]
+    bad += ["time_format"] if not isinstance(config.get("time_format"), (str, NoneType)) else []
     if bad:
         raise ProjectError(f"{path} lacks or mistypes {', '.join(bad)}: the checkpoint is damaged")
     return config
@@ -332,7 +522,8 @@ def load_train_state(path: Path) -> dict:
 
 
 def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> nn.Module:
-    model = Forecaster(2 * len(config["columns"]), config["hidden"], config["horizon"], len(QUANTILES), config["window"])
+    model = Forecaster(2 * len(config["columns"]), config["hidden"], config["horizon"], len(QUANTILES),
+                       config["window"])
     try:
         state = torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -344,8 +535,12 @@ def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def data_for_checkpoint(csv_path: Path, config: dict) -> dict:
-    data = read_series(csv_path, config["time_col"], config["target"], config["columns"])
+def data_for_checkpoint(csv_path: Path, config: dict, time_format: str | None, quiet: bool) -> dict:
+    """The CSV read as the checkpoint was trained (its columns; its --time-format unless another is given)."""
+    data = read_series(csv_path, config["time_col"], config["target"], config["columns"],
+                       time_format or config.get("time_format"))
+    if data["warning"] and not quiet:
+        print(f"warning: {data['warning']}")
     if data["columns"] != config["columns"]:
         raise ProjectError(f"the checkpoint was trained on columns {config['columns']}; {csv_path} gives "
                            f"{data['columns']}")
@@ -366,8 +561,46 @@ def weight_norm(model: nn.Module) -> float:
     return math.sqrt(sum(p.detach().float().pow(2).sum().item() for p in model.parameters()))
 
 
+# the train flags --resume takes from the checkpoint unless given again, and the types they must have there
+RESUMABLE = {"time_col": (str, NoneType), "target": (str, NoneType), "features": (list, NoneType),
+             "time_format": (str, NoneType), "window": int, "horizon": int, "season": (int, NoneType), "hidden": int,
+             "epochs": int, "patience": int, "batch_size": int, "lr": float, "val_frac": float, "test_frac": float}
+
+
+def settings_from_checkpoint(args, saved: dict, path: Path) -> dict:
+    """--resume: every train flag the user did not type again takes the value the checkpoint was trained with.
+    Returns the flags whose value changed that way. A flag typed again keeps its value (and a clash is refused)."""
+    old = saved["config"]
+    settings = old.get("settings")
+    if not isinstance(settings, dict):   # a checkpoint from before settings were saved: what its config holds
+        settings = {k: old[k] for k in ("time_col", "target", "window", "horizon", "season", "hidden") if k in old}
+    explicit = getattr(args, "explicit", set())
+    taken = {}
+    for key, value in settings.items():
+        if key not in RESUMABLE or key in explicit:
+            continue
+        if not isinstance(value, RESUMABLE[key]) or isinstance(value, bool):
+            raise ProjectError(f"--resume: {path} holds {key}={value!r}, not a {key} setting: the file is damaged")
+        if getattr(args, key, None) != value:
+            taken[key] = value
+            setattr(args, key, value)
+    return taken
+
+
 def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: bool = False) -> dict:
-    data = read_series(csv_path, args.time_col, args.target, args.features)
+    state_path = ckpt_dir / "train_state.pt"
+    saved = None
+    if args.resume:
+        if not state_path.is_file():
+            raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
+        saved = load_train_state(state_path)
+        args = argparse.Namespace(**vars(args))
+        taken = settings_from_checkpoint(args, saved, state_path)
+        if taken and not quiet:
+            print("--resume: as the checkpoint was trained: "
+                  + ", ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(v)}"
+                              for k, v in taken.items()))
+    data = read_series(csv_path, args.time_col, args.target, args.features, args.time_format)
     values = data["values"]
     n = len(values)
     val_start, test_start = split_points(n, args.val_frac, args.test_frac, args.window, args.horizon)
@@ -379,7 +612,12 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
         "time_col": data["time_col"], "target": data["target"], "columns": data["columns"],
         "window": args.window, "horizon": args.horizon, "season": season, "hidden": args.hidden,
         "mean": mean.tolist(), "std": std.tolist(), "quantiles": list(QUANTILES),
-        "rows": n, "val_start": val_start, "test_start": test_start,
+        "rows": n, "val_start": val_start, "test_start": test_start, "time_format": args.time_format,
+        "settings": {"time_col": args.time_col, "target": args.target, "features": args.features,  # flags as given
+                     "time_format": args.time_format, "window": args.window, "horizon": args.horizon,
+                     "season": args.season, "hidden": args.hidden, "epochs": args.epochs, "patience": args.patience,
+                     "batch_size": args.batch_size, "lr": float(args.lr), "val_frac": float(args.val_frac),
+                     "test_frac": float(args.test_frac)},
     }
     first = first_origin(args.window, args.horizon, season)
     if val_start - args.horizon + 1 - first < 8:
@@ -389,6 +627,8 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
     x_tr, y_tr = make_windows(z, range(first, val_start - args.horizon + 1), args.window, args.horizon, season)
     x_va, y_va = make_windows(z, range(val_start, test_start - args.horizon + 1), args.window, args.horizon, season)
     if not quiet:
+        if data["warning"]:
+            print(f"warning: {data['warning']}")
         print(f"{csv_path.name}: {n} rows, inputs {data['columns']}, target {data['target']!r}; "
               f"train rows 0-{val_start - 1}, validation {val_start}-{test_start - 1}, test {test_start}-{n - 1}")
         print(f"windows: {len(x_tr)} train, {len(x_va)} validation; season {season or 'none found'}"
@@ -403,11 +643,7 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
     xv, yv = torch.from_numpy(x_va).to(device), torch.from_numpy(y_va).to(device)
     state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
 
-    state_path = ckpt_dir / "train_state.pt"
-    if args.resume:
-        if not state_path.is_file():
-            raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        saved = load_train_state(state_path)
+    if saved is not None:
         old = saved["config"]
         for key in ("columns", "target", "window", "horizon", "season", "hidden", "rows", "val_start", "test_start"):
             if old.get(key) != config.get(key):
@@ -498,13 +734,14 @@ def forecast(model: nn.Module, config: dict, values: np.ndarray, origins, device
 
 def baselines(values: np.ndarray, origins, horizon: int, season: int) -> dict:
     y = values[:, 0]
-    return {"naive": base_forecast(y, origins, horizon, 0), "seasonal_naive": base_forecast(y, origins, horizon, season)}
+    return {"naive": base_forecast(y, origins, horizon, 0),
+            "seasonal_naive": base_forecast(y, origins, horizon, season)}
 
 
 def evaluate(args, device: torch.device, csv_path: Path, ckpt_dir: Path, out_dir: Path, prefix: str = "",
              quiet: bool = False) -> dict:
     config = load_config(ckpt_dir)
-    data = data_for_checkpoint(csv_path, config)
+    data = data_for_checkpoint(csv_path, config, getattr(args, "time_format", None), quiet)
     model = load_model(ckpt_dir, config, device)
     values, h, season = data["values"], config["horizon"], config["season"]
     n = len(values)
@@ -572,7 +809,7 @@ def plot_forecast(path: Path, data: dict, origins, truth, q, config, title: str)
 
 def predict(args, device: torch.device, csv_path: Path, ckpt_dir: Path, output: Path, quiet: bool = False) -> dict:
     config = load_config(ckpt_dir)
-    data = data_for_checkpoint(csv_path, config)
+    data = data_for_checkpoint(csv_path, config, getattr(args, "time_format", None), quiet)
     need = first_origin(config["window"], config["horizon"], config["season"])
     if len(data["values"]) < need:
         raise ProjectError(f"{csv_path} has {len(data['values'])} rows; a forecast needs at least {need}: the model "
@@ -580,7 +817,8 @@ def predict(args, device: torch.device, csv_path: Path, ckpt_dir: Path, output: 
                            f"({config['season']} rows) before each forecast step")
     model = load_model(ckpt_dir, config, device)
     q = forecast(model, config, data["values"], [len(data["values"])], device)[0]     # (horizon, Q)
-    times = future_times(data["times"], config["horizon"])
+    time_format = getattr(args, "time_format", None) or config.get("time_format")
+    times = future_times(data["times"], config["horizon"], time_format)   # continuing the CSV's own date format
 
     def write(p: Path) -> None:
         with open(p, "w", newline="") as f:
@@ -628,13 +866,14 @@ def write_generated_csv(path: Path, n: int, seed: int) -> None:
 
 
 def write_sp500_csv(path: Path) -> int:
-    """The monthly S&P 500 close (1990 on) from matplotlib's sample data, as date,sp500."""
+    """The monthly S&P 500 close (1990 on) from matplotlib's sample data, as date,sp500: one row per month start (the
+    file ends with a partial month, 2022-06-28, which would break the equal steps the model assumes)."""
     from matplotlib.cbook import get_sample_data
 
     with open(get_sample_data("Stocks.csv", asfileobj=False), newline="") as f:
         rows = [r for r in csv.reader(line for line in f if not line.startswith("#"))]
     col = rows[0].index("^GSPC")
-    kept = [(r[0], r[col]) for r in rows[1:] if len(r) > col and r[col]]
+    kept = [(r[0], r[col]) for r in rows[1:] if len(r) > col and r[col] and r[0].endswith("-01")]
 
     def write(p: Path) -> None:
         with open(p, "w", newline="") as f:
@@ -700,6 +939,17 @@ def run_demo(args, device: torch.device) -> dict:
     return metrics
 
 
+def print_next_commands(args, ckpt_dir: Path) -> None:
+    """After train: the evaluate and predict commands for the same CSV and checkpoint, ready to paste."""
+    here = os.path.relpath(Path(__file__).resolve())
+    me = f"python {shlex.quote(here if not here.startswith('..') else str(Path(__file__).resolve()))}"
+    out = f" --out-dir {shlex.quote(str(args.out_dir))}" if "out_dir" in args.explicit else ""
+    common = f"--csv {shlex.quote(str(args.csv))} --ckpt-dir {shlex.quote(str(ckpt_dir))}{out}"
+    section("Next: score the model on the test part, then forecast past the end of the CSV")
+    print(f"{me} evaluate {common}")
+    print(f"{me} predict  {common}    # writes {args.out_dir / 'forecast.csv'} (or give --output)")
+
+
 def plot_history(path: Path, history: list, name: str) -> None:
     h = np.array(history)
     fig = Figure(figsize=(6, 3.5))
@@ -716,9 +966,9 @@ def plot_history(path: Path, history: list, name: str) -> None:
 # --------------------------------------------------------------------------------------------------------- the CLI
 
 
-def add_common(parser: argparse.ArgumentParser, sub: bool) -> None:
+def add_common(parser: argparse.ArgumentParser, sub: bool, defaults: bool = True) -> None:
     """The common flags, on the main parser and (without defaults) after each subcommand too."""
-    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    d = (lambda v: argparse.SUPPRESS) if sub or not defaults else (lambda v: v)
     parser.add_argument("--device", default=d("auto"), choices=["auto", "cpu", "cuda", "mps"],
                         help="where to train; auto picks cuda, then mps, then cpu")
     parser.add_argument("--seed", type=int, default=d(0), help="seed for torch, numpy and random")
@@ -744,10 +994,12 @@ def fraction(text: str) -> float:
     return value
 
 
-def parse_args(argv):
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The command line. defaults=False leaves every default out, so parsing gives only the flags typed."""
+    D = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common(parser, sub=False)
+    add_common(parser, sub=False, defaults=defaults)
     subs = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}",
                                  help="with no command: the whole demo")
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -757,32 +1009,47 @@ def parse_args(argv):
     for p in (p_train, p_eval, p_pred):
         add_common(p, sub=True)
         p.add_argument("--csv", type=Path, required=True, help="a CSV file: a time column and numeric columns")
-        p.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <out-dir>/checkpoint)")
-    p_train.add_argument("--time-col", default=None, help="name of the time column (default: the first column)")
-    p_train.add_argument("--target", default=None, help="column to forecast (default: the first numeric column)")
-    p_train.add_argument("--features", nargs="+", default=None,
+        p.add_argument("--ckpt-dir", type=Path, default=D(None),
+                       help="checkpoint folder (default <out-dir>/checkpoint)")
+        p.add_argument("--time-format", default=D(None), metavar="FORMAT",
+                       help="strptime format of the time column when it is not ISO (2022-01-31) or a number, "
+                            "e.g. '%%m/%%d/%%Y' for 01/31/2022 or '%%d.%%m.%%Y %%H:%%M' for 31.01.2022 14:00; train "
+                            "saves it in the checkpoint for evaluate and predict")
+    p_train.add_argument("--time-col", default=D(None), help="name of the time column (default: the first column)")
+    p_train.add_argument("--target", default=D(None), help="column to forecast (default: the first numeric column)")
+    p_train.add_argument("--features", nargs="+", default=D(None),
                          help="numeric input columns (default: every column but the time)")
-    p_train.add_argument("--test-frac", type=fraction, default=0.15, help="last fraction of rows held out as test")
-    p_eval.add_argument("--test-frac", type=fraction, default=None, dest="eval_test_frac",
+    p_train.add_argument("--test-frac", type=fraction, default=D(0.15), help="last fraction of rows held out as test")
+    p_eval.add_argument("--test-frac", type=fraction, default=D(None), dest="eval_test_frac",
                         help="last fraction of rows scored, for a CSV other than the one trained on (default 0.15); "
                              "the CSV trained on is scored on the test part train held out")
-    p_eval.add_argument("--stride", type=positive_int, default=1, help="steps between rolling forecast origins")
-    p_pred.add_argument("--output", type=Path, default=None, help="forecast CSV (default <out-dir>/forecast.csv)")
-    p_train.add_argument("--val-frac", type=fraction, default=0.15, help="fraction of rows before the test part")
-    p_train.add_argument("--resume", action="store_true", help="continue the run saved in --ckpt-dir")
+    p_eval.add_argument("--stride", type=positive_int, default=D(1), help="steps between rolling forecast origins")
+    p_pred.add_argument("--output", type=Path, default=D(None), help="forecast CSV (default <out-dir>/forecast.csv)")
+    p_train.add_argument("--val-frac", type=fraction, default=D(0.15), help="fraction of rows before the test part")
+    p_train.add_argument("--resume", action="store_true", default=D(False),
+                         help="continue the run saved in --ckpt-dir; a flag not given again takes the value that "
+                              "run was trained with")
     # training hyperparameters; the demo uses the same defaults
     for p in (parser, p_train):
-        dd = (lambda v: argparse.SUPPRESS) if p is p_train else (lambda v: v)
+        dd = (lambda v: argparse.SUPPRESS) if p is p_train or not defaults else (lambda v: v)
         p.add_argument("--window", type=positive_int, default=dd(48), help="past rows the model reads")
         p.add_argument("--horizon", type=positive_int, default=dd(24), help="future steps forecast at once")
         p.add_argument("--season", type=int, default=dd(None),
                        help="seasonal period in rows for seasonal-naive (default: detected; 0 = none)")
-        p.add_argument("--epochs", type=positive_int, default=dd(40), help="most epochs (early stopping may end sooner)")
-        p.add_argument("--patience", type=positive_int, default=dd(6), help="epochs without improvement before stopping")
+        p.add_argument("--epochs", type=positive_int, default=dd(40),
+                       help="most epochs (early stopping may end sooner)")
+        p.add_argument("--patience", type=positive_int, default=dd(6),
+                       help="epochs without improvement before stopping")
         p.add_argument("--batch-size", type=positive_int, default=dd(64), help="windows per batch")
         p.add_argument("--lr", type=float, default=dd(3e-3), help="AdamW learning rate")
         p.add_argument("--hidden", type=positive_int, default=dd(64), help="LSTM width")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    args.explicit = set(vars(build_parser(defaults=False).parse_args(argv)))   # the flags typed, for --resume
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
         parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -795,7 +1062,7 @@ def parse_args(argv):
         parser.error(f"--season must be 0 (none) or a period in rows, got {args.season}")
     if args.command != "train":
         for name, default in (("test_frac", 0.15), ("val_frac", 0.15), ("stride", 1), ("features", None),
-                              ("time_col", None), ("target", None)):
+                              ("time_col", None), ("target", None), ("time_format", None)):
             if not hasattr(args, name):
                 setattr(args, name, default)
     args.resume = getattr(args, "resume", False)
@@ -819,6 +1086,7 @@ def main(argv=None) -> dict:
             if args.command == "train":
                 r = train(args, device, args.csv, ckpt_dir)
                 metrics = {k: v for k, v in r.items() if k != "history"}
+                print_next_commands(args, ckpt_dir)
             elif args.command == "evaluate":
                 r = evaluate(args, device, args.csv, ckpt_dir, args.out_dir)
                 metrics = {f"{n}_{k}": v for n, s in r["scores"].items() for k, v in s.items()}

@@ -14,18 +14,21 @@ pytestmark = pytest.mark.smoke
 PROJECT = "10-projects/project_time_series.py"
 
 
-def write_daily_csv(path, rows=300, seed=0):
+def write_daily_csv(path, rows=300, seed=0, date_format="%Y-%m-%d", keep=lambda i: True, extra=None):
+    """Daily visits with a weekly cycle from 2023-01-01; keep(i) drops days, extra=(name, cell(i)) adds a column."""
     import datetime as dt
 
     rng = random.Random(seed)
     start = dt.date(2023, 1, 1)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["day", "visits", "promo"])
+        w.writerow(["day", "visits", "promo", *([extra[0]] if extra else [])])
         for i in range(rows):
             promo = 1.0 if rng.random() < 0.1 else 0.0
             visits = 100 + 0.05 * i + 10 * math.sin(2 * math.pi * i / 7) + 8 * promo + rng.gauss(0, 2)
-            w.writerow([(start + dt.timedelta(days=i)).isoformat(), f"{visits:.3f}", promo])
+            if keep(i):
+                w.writerow([(start + dt.timedelta(days=i)).strftime(date_format), f"{visits:.3f}", promo,
+                            *([extra[1](i)] if extra else [])])
     return path
 
 
@@ -194,3 +197,125 @@ def test_demo_default_run(run_lesson):
     assert m["generated_mae_naive"] > 1.5 * m["generated_mae_seasonal_naive"]
     assert 0.6 <= m["generated_coverage_80"] <= 0.95, "an 80% interval should cover roughly 80% of the test values"
     assert 0.5 < m["sp500_ratio_vs_naive"] < 2.0, "the S&P 500 is near a random walk: reported, whatever it is"
+
+
+SMALL = ["--window", 14, "--horizon", 7, "--hidden", 8, "--epochs", 1]
+
+
+def test_non_iso_dates_are_refused_until_time_format_names_them(tmp_path, project_main, capsys):
+    """US and European dates are not guessed: without --time-format train refuses (naming the column, line, value
+    and the format to give), so shuffled or repeated rows cannot slip past the order check; with it, the order is
+    checked, the format is saved for evaluate/predict, and the forecast's dates continue the CSV's own format."""
+    import datetime as dt
+
+    project, fails = project_main
+    us = write_daily_csv(tmp_path / "us.csv", rows=200, date_format="%m/%d/%Y")
+    err = fails("train", "--csv", us, *SMALL)
+    assert "line 2" in err and "'day'" in err and "'01/01/2023'" in err and "--time-format '%m/%d/%Y'" in err, err
+    eu = write_daily_csv(tmp_path / "eu.csv", rows=200, date_format="%d.%m.%Y")
+    assert "--time-format '%d.%m.%Y'" in fails("train", "--csv", eu, *SMALL)
+    lines = us.read_text().splitlines()
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("\n".join([lines[0], *random.Random(1).sample(lines[1:], len(lines) - 1)]) + "\n")
+    err = fails("train", "--csv", shuffled, "--time-format", "%m/%d/%Y", *SMALL)
+    assert "does not come after" in err and "sort the rows" in err, err
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("\n".join([*lines[:50], lines[49], *lines[50:]]) + "\n")
+    assert "repeats line 50" in fails("train", "--csv", repeated, "--time-format", "%m/%d/%Y", *SMALL)
+    assert "does not match --time-format '%Y-%m-%d'" in fails("train", "--csv", us, "--time-format", "%Y-%m-%d")
+
+    ckpt = tmp_path / "ck"
+    common = ["--device", "cpu", "--out-dir", str(tmp_path / "o")]
+    project.main(common + ["train", "--csv", str(us), "--time-format", "%m/%d/%Y", "--ckpt-dir", str(ckpt),
+                           *map(str, SMALL)])
+    assert json.loads((ckpt / "config.json").read_text())["time_format"] == "%m/%d/%Y"
+    out = tmp_path / "next.csv"
+    project.main(common + ["predict", "--csv", str(us), "--ckpt-dir", str(ckpt), "--output", str(out)])
+    last = dt.date(2023, 1, 1) + dt.timedelta(days=199)
+    assert [r[0] for r in csv.reader(out.open())][1:] == \
+        [(last + dt.timedelta(days=k)).strftime("%m/%d/%Y") for k in range(1, 8)], "dates continue, in US format"
+    project.main(common + ["evaluate", "--csv", str(us), "--ckpt-dir", str(ckpt)])   # the saved format is reused
+    capsys.readouterr()
+
+
+def test_column_errors_name_the_flag_that_fixes_them(tmp_path, project_main):
+    """A time column that is not first suggests --time-col; a text column suggests --target / --features with the
+    numeric columns listed."""
+    _, fails = project_main
+    data = write_daily_csv(tmp_path / "daily.csv", rows=120)
+    rows = list(csv.reader(data.open()))
+    last = tmp_path / "time_last.csv"
+    with open(last, "w", newline="") as f:
+        csv.writer(f).writerows([r[1:] + r[:1] for r in rows])
+    err = fails("train", "--csv", last, "--target", "visits")
+    assert "column 'day' is '2023-01-01', not a number" in err and "--time-col day" in err, err
+    store = write_daily_csv(tmp_path / "store.csv", rows=120, extra=("store", lambda i: "S1"))
+    err = fails("train", "--csv", store, "--target", "visits")
+    assert "column 'store' is 'S1'" in err and "--features visits promo" in err, err
+    text_first = tmp_path / "text_first.csv"
+    with open(text_first, "w", newline="") as f:
+        csv.writer(f).writerows([[r[0], r[3], r[1], r[2]] for r in csv.reader(store.open())])
+    err = fails("train", "--csv", text_first)
+    assert "--target (numeric columns here: visits, promo)" in err and "--features visits promo" in err, err
+
+
+def test_uneven_time_steps_get_a_one_line_warning(tmp_path, project_main, capsys):
+    """30% of the days missing: train says how many steps differ from the most common one; regular daily, monthly
+    and weekday-only data get no warning."""
+    import datetime as dt
+
+    project, _ = project_main
+    gappy = write_daily_csv(tmp_path / "gappy.csv", rows=300, keep=lambda i: i == 0 or random.Random(i).random() > 0.3)
+    days = [dt.date.fromisoformat(r[0]) for r in list(csv.reader(gappy.open()))[1:]]
+    odd = sum((b - a).days != 1 for a, b in zip(days, days[1:]))
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--csv", str(gappy),
+                  "--ckpt-dir", str(tmp_path / "ck"), *map(str, SMALL)])
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert f"{odd} of {len(days) - 1} differ from the most common step (1 day)" in warnings[0], warnings[0]
+    assert "assume equal steps" in warnings[0]
+
+    assert project.read_series(write_daily_csv(tmp_path / "daily.csv", rows=60), None, None, None)["warning"] is None
+    monthly = tmp_path / "monthly.csv"
+    monthly.write_text("month,sales\n" + "".join(f"{2000 + i // 12}-{i % 12 + 1:02d}-01,{i}\n" for i in range(40)))
+    assert project.read_series(monthly, None, None, None)["warning"] is None, "28-31 days are one monthly step"
+    weekdays = write_daily_csv(tmp_path / "weekdays.csv", rows=60,
+                               keep=lambda i: (dt.date(2023, 1, 1) + dt.timedelta(days=i)).weekday() < 5)
+    assert project.read_series(weekdays, None, None, None)["warning"] is None, "weekday data skips weekends"
+
+
+def test_a_field_longer_than_csv_default_limit_is_read(tmp_path):
+    """Python's csv module refuses fields over 131,072 characters unless told otherwise: a long note column (left out
+    with --features) must not make the CSV unreadable."""
+    project = load_script(REPO / PROJECT)
+    data = write_daily_csv(tmp_path / "notes.csv", rows=60, extra=("note", lambda i: "x" * (200_000 if i == 5 else 3)))
+    series = project.read_series(data, None, None, ["visits", "promo"])
+    assert series["columns"] == ["visits", "promo"] and len(series["values"]) == 60
+
+
+def test_resume_takes_the_checkpoint_settings_unless_given(tmp_path, project_main, capsys):
+    """--resume with only --csv and --ckpt-dir continues the run as it was trained (window, horizon, hidden, epochs);
+    a flag given again and different is still refused."""
+    project, fails = project_main
+    data = write_daily_csv(tmp_path / "visits.csv", rows=200)
+    base = ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--csv", str(data),
+            "--ckpt-dir", str(tmp_path / "ck")]
+    project.main(base + ["--window", "14", "--horizon", "7", "--hidden", "8", "--epochs", "1", "--patience", "50"])
+    resumed = project.main(base + ["--resume", "--epochs", "2"])
+    assert resumed["epochs_run"] == 1, "continues at epoch 2 with the checkpoint's window, horizon and hidden"
+    out = capsys.readouterr().out
+    assert "--window 14, --horizon 7" in out and "--hidden 8" in out, out
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["horizon"] == 7
+    assert project.main(base + ["--resume"])["epochs_run"] == 0, "--epochs 2 is now the checkpoint's: nothing to do"
+    assert "horizon=7" in fails(*base[4:], "--resume", "--horizon", 5, "--epochs", 3)
+
+
+def test_train_prints_the_next_commands(tmp_path, capsys):
+    project = load_script(REPO / PROJECT)
+    data = write_daily_csv(tmp_path / "visits.csv", rows=120)
+    ckpt = tmp_path / "ck"
+    project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--csv", str(data),
+                  "--ckpt-dir", str(ckpt), *map(str, SMALL)])
+    out = capsys.readouterr().out
+    for command in ("evaluate", "predict "):
+        assert f"{command} --csv {data} --ckpt-dir {ckpt} --out-dir {tmp_path / 'o'}" in out, out[-600:]
