@@ -29,10 +29,11 @@ What it does, as a real detection program does it:
   image left without a box says its best score and the --score-threshold that would show it.
 
 Run it:
-    python 10-projects/project_object_detection.py             # the demo: writes a dataset, trains, evaluates, predicts
-    python 10-projects/project_object_detection.py train --data my_data
-    python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
-    python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
+    python 10-projects/project_object_detection.py          # the demo: writes a dataset, trains, evaluates, predicts
+    python 10-projects/project_object_detection.py train --data my_data --ckpt-dir ckpt
+    python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir ckpt
+    python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir ckpt
+(without --ckpt-dir, the checkpoint is <out-dir>/checkpoint: outputs/10-projects/project_object_detection/checkpoint)
 
 The demo takes about 45 s on an idle 2-core laptop CPU offline (--smoke: about 4 s). It generates 400 scenes of
 96x96 px: one to four circles, squares and triangles in random colours (the shape, not the colour, tells the class),
@@ -910,7 +911,7 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
             drawn.append(draw_bounding_boxes(big, boxes * zoom, captions, colors=colors, width=2) if dets else big)
     out_dir = output.parent
     for f, pic in zip(files, drawn):
-        atomic_write(out_dir / f"{f.stem}_detections.png", lambda p: write_png(pic, str(p)))
+        atomic_write(out_dir / f"{f.stem}_detections.png", lambda p, pic=pic: write_png(pic, str(p)))
     atomic_write(output, lambda p: p.write_text(json.dumps(results, indent=2)))
     if not quiet:
         for r in results[:6]:
@@ -978,7 +979,7 @@ def write_demo_dataset(root: Path, n: int, size: int, seed: int) -> int:
         img, boxes, classes = draw_scene(rng, size)
         name = f"scene_{i:04d}.png"
         pixels = torch.from_numpy((img * 255).round().astype(np.uint8))
-        atomic_write(root / "images" / name, lambda p: write_png(pixels, str(p)))
+        atomic_write(root / "images" / name, lambda p, pixels=pixels: write_png(pixels, str(p)))
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
         for b, k in zip(boxes, classes):
             w, h = b[2] - b[0], b[3] - b[1]

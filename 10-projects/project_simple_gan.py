@@ -37,11 +37,11 @@ Run it:
     python 10-projects/project_simple_gan.py sample --n 64 --ckpt-dir ckpt --output samples.png
 
 The demo takes about half a minute on an idle 2-core CPU (offline, the scikit-learn digits; --smoke: about 5 s, and
-its digits are still blobs). What to look for: modes covered and high-quality samples, plain against PacGAN; the digit GAN's
-Frechet distance far below the untrained generator's and the noise's, all ten digits covered, the judge's confidence
-well above the untrained generator's (its confidence on real digits is the ceiling); the sample grids getting sharper
-(samples_epoch_*.png). On a GPU the digits train there; the 2-D demo stays on the CPU, where its tiny MLPs run faster
-and count the same on every machine.
+its digits are still blobs). What to look for: modes covered and high-quality samples, plain against PacGAN; the digit
+GAN's Frechet distance far below the untrained generator's and the noise's, all ten digits covered, the judge's
+confidence well above the untrained generator's (its confidence on real digits is the ceiling); the sample grids
+getting sharper (samples_epoch_*.png). On a GPU the digits train there; the 2-D demo stays on the CPU, where its
+tiny MLPs run faster and count the same on every machine.
 """
 
 import argparse
@@ -591,8 +591,8 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
             if fid < state["best_fid"]:
                 state.update(best_fid=fid, best_epoch=epoch, bad_evals=0)
                 atomic_write(ckpt_dir / "generator.pt", lambda p: torch.save(gen.state_dict(), p))
-                atomic_write(ckpt_dir / "config.json", lambda p: p.write_text(json.dumps(
-                    {**config, "best_epoch": epoch, "best_val_fid": fid}, indent=2)))
+                best = {**config, "best_epoch": epoch, "best_val_fid": fid}
+                atomic_write(ckpt_dir / "config.json", lambda p, best=best: p.write_text(json.dumps(best, indent=2)))
                 line += "  (best, saved)"
             else:
                 state["bad_evals"] += 1

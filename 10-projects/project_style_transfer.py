@@ -277,7 +277,8 @@ def stylize(net, content: torch.Tensor, style: torch.Tensor, steps: int, lr: flo
             history["step"].append(step)
             history["content"].append(c_loss.item())
             history["style"].append(s_loss.item())
-            print(f"  step {step:>4}/{steps}: content loss {history['content'][-1]:.4f}  style loss {history['style'][-1]:.4f}")
+            print(f"  step {step:>4}/{steps}: content loss {history['content'][-1]:.4f}  style loss "
+                  f"{history['style'][-1]:.4f}")
         if step == steps:
             break
         loss = c_loss + style_weight * s_loss + tv_weight * total_variation(img)
@@ -415,8 +416,9 @@ def run_demo(args, device) -> dict:
     metrics["style_reduction"] = metrics[f"{kind}_style_reduction"]
     section("What to notice")
     print(f"- The style loss fell from {metrics['style_loss_first']:.4f} to {metrics['style_loss_final']:.4f} "
-          f"({metrics['style_loss_first'] / max(metrics['style_loss_final'], 1e-12):.0f}x); the content loss rose from 0 "
-          f"to {metrics['content_loss_final']:.4f} (relative feature error): --style-weight trades one for the other.")
+          f"({metrics['style_loss_first'] / max(metrics['style_loss_final'], 1e-12):.0f}x); the content loss rose "
+          f"from 0 to {metrics['content_loss_final']:.4f} (relative feature error): --style-weight trades one for "
+          "the other.")
     print(f"- A network never optimised against agrees: the result is "
           f"{metrics['heldout_random_style_reduction']:.1f}x closer to the style's Gram statistics than the photo.")
     if kind == "random":
