@@ -130,6 +130,14 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
                "t10k-labels-idx1-ubyte")
 
 
+def mnist_header(path: Path, name: str) -> bytes | None:
+    """The first 4 bytes of an unpacked MNIST file if they are what MNIST's idx files start with (00 00 08 03 for the
+    images, 00 00 08 01 for the labels), else None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head if head == bytes([0, 0, 8, 3 if "images" in name else 1]) else None
+
+
 def unpack_mnist(raw: Path) -> list[str]:
     """Unpack MNIST's four official .gz files found in raw (downloaded by hand, copied from another machine) beside
     themselves, under the names torchvision's datasets.MNIST reads: it unpacks them only when it downloads them
@@ -141,7 +149,7 @@ def unpack_mnist(raw: Path) -> list[str]:
             if not target.is_file():
                 missing.append(name)
             continue
-        if target.is_file() and target.stat().st_mtime >= packed.stat().st_mtime:
+        if target.is_file() and target.stat().st_mtime >= packed.stat().st_mtime and mnist_header(target, name):
             continue                                             # unpacked before (a newer .gz is unpacked again)
         try:
             with gzip.open(packed, "rb") as f:
@@ -168,10 +176,10 @@ def read_mnist(data_dir: Path, offline: bool, local: bool):
     from torchvision import datasets
 
     raw = data_dir / "MNIST" / "raw"
-    for name in MNIST_FILES if local else ():               # MNIST's idx files start 0 0 8 3 (images), 0 0 8 1
-        with open(raw / name, "rb") as f:
-            head = f.read(4)
-        if head != bytes([0, 0, 8, 3 if "images" in name else 1]):
+    for name in MNIST_FILES if local else ():
+        if not mnist_header(raw / name, name):
+            with open(raw / name, "rb") as f:
+                head = f.read(4)
             gz = raw / f"{name}.gz"
             what = f"{gz} unpacks to" if gz.is_file() else f"{raw / name} is"
             raise ProjectError(f"{what} no MNIST file (it starts {head.hex(' ') or 'empty'}; MNIST's {name} starts "

@@ -255,5 +255,9 @@ def test_mnist_gz_files_are_unpacked_and_used_offline(tmp_path, project, capsys)
     err = fails()
     assert "t10k-labels-idx1-ubyte.gz unpacks to no MNIST file" in err and "download it again" in err, err
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100))[:20])
-    os.utime(raw / "t10k-labels-idx1-ubyte", (1, 1))
-    assert "not a complete gzip file" in fails("--source", "mnist")
+    assert "not a complete gzip file" in fails("--source", "mnist"), "unpacked again: the unpacked file is no MNIST"
+    gz = gzip.compress(b"\x00\x00\x08\x01" + (60).to_bytes(4, "big") + test_labels.byte().numpy().tobytes())
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gz)                     # the right file, copied with an old
+    os.utime(raw / "t10k-labels-idx1-ubyte.gz", (1, 1))                     # date (cp -p): still unpacked again
+    data = project.load_digit_images(tmp_path / "data", "auto", offline=True)
+    assert data["test"][1].tolist() == test_labels.tolist()
