@@ -5,7 +5,9 @@ Point it at a folder in the ImageFolder layout, one sub-folder per class:
 or with the splits already made: my_photos/train/<class>/..., my_photos/val/<class>/..., my_photos/test/<class>/...
 A split that is missing is carved out of the training images, stratified (each class keeps its share), with a seed
 saved in the checkpoint, so `evaluate` later finds exactly the same test images and the test split is never seen in
-training or in any choice (early stopping and the best checkpoint use the validation split).
+training or in any choice (early stopping and the best checkpoint use the validation split). Hidden files and folders
+(macOS's ._001.jpg and .DS_Store) are skipped; photos are turned upright as their EXIF orientation tag says, as
+photo viewers show them; a file that cannot be read stops the run with one line that names it and says why.
 
 What it does, as a real training program does it:
 - a torchvision or timm backbone (`--model resnet18`, `mobilenet_v3_small`, `efficientnet_b0`, a timm name such as
@@ -18,14 +20,17 @@ What it does, as a real training program does it:
 - class imbalance handled: the cross-entropy loss weights each class by the inverse of its training frequency;
 - evaluate: accuracy, balanced accuracy, per-class precision / recall / F1 (cross-checked against scikit-learn), a
   confusion-matrix plot, the most confident mistakes shown as an image grid;
-- predict: the top-k classes with probabilities for image files, printed and written as CSV (or JSON);
-- `--export-onnx`: the trained model exported with torch.onnx.export(dynamo=True) and checked with onnxruntime.
+- predict: the top-k classes with probabilities for image files or folders (printed by their path inside the folder
+  given), written as CSV (or JSON);
+- `--export-onnx` (train or evaluate): the best checkpoint exported with torch.onnx.export(dynamo=True) and checked
+  with onnxruntime.
 
 Run it:
-    python 10-projects/project_image_classifier.py              # the demo: writes a dataset, trains, evaluates, predicts
-    python 10-projects/project_image_classifier.py train --data my_photos --model resnet18
-    python 10-projects/project_image_classifier.py evaluate --data my_photos --ckpt-dir outputs/10-projects/project_image_classifier/checkpoint
-    python 10-projects/project_image_classifier.py predict --images a.jpg b.png --ckpt-dir outputs/10-projects/project_image_classifier/checkpoint
+    python 10-projects/project_image_classifier.py          # the demo: writes a dataset, trains, evaluates, predicts
+    python 10-projects/project_image_classifier.py train --data my_photos --model resnet18 --ckpt-dir ckpt
+    python 10-projects/project_image_classifier.py evaluate --data my_photos --ckpt-dir ckpt
+    python 10-projects/project_image_classifier.py predict --images a.jpg b.png --ckpt-dir ckpt
+(without --ckpt-dir, the checkpoint is <out-dir>/checkpoint: outputs/10-projects/project_image_classifier/checkpoint)
 
 The demo takes about 25 s on an idle 2-core laptop CPU offline (--smoke: a few seconds). It writes an imbalanced
 four-class ImageFolder dataset under --data-dir made of crops of real photos that installed packages ship
@@ -44,9 +49,11 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -118,11 +125,19 @@ def sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------------------------- data
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under folder, at any depth, sorted. Hidden files and folders (a name starting with '.': macOS's
+    ._photo.jpg AppleDouble files and .DS_Store, .thumbnails/...) are not images of the dataset and are skipped."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 def class_folders(root: Path) -> dict[str, list[Path]]:
-    """{class name: sorted image files} for root/<class>/<image>; folders without images are not classes."""
+    """{class name: sorted image files} for root/<class>/<image>; folders without images are not classes, hidden
+    folders and files are skipped."""
     found = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = image_files(folder)
         if files:
             found[folder.name] = files
     return found
@@ -195,14 +210,15 @@ def fingerprint(items: list) -> str:
     return h.hexdigest()[:16]
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it. torchvision decodes
-    JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG is
-    scaled to 8 bits."""
+def read_image(path: Path, orient: bool = True) -> torch.Tensor:
+    """(3, H, W) uint8 RGB, turned as the file's EXIF orientation tag says: upright, as photo viewers show it (a phone
+    stores a portrait photo as landscape pixels plus that tag); orient=False gives the pixels as stored. torchvision
+    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG
+    is scaled to 8 bits. A file that cannot be read is one ProjectError line that names it and says why."""
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except Exception as err:
-        image = pil_image(path, err)
+        image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=orient)
+    except Exception:
+        image = pil_image(path, orient)
     if image.ndim == 4:                                   # an animated GIF: (frames, 3, H, W)
         image = image[0]
     if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
@@ -210,13 +226,17 @@ def read_image(path: Path) -> torch.Tensor:
     return image
 
 
-def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
+def pil_image(path: Path, orient: bool) -> torch.Tensor:
     """Pillow's decoding, for the formats torchvision's decode_image does not read: (3, H, W) uint8 RGB."""
-    from PIL import Image
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    fmt = None
     try:
         with Image.open(path) as im:
+            fmt = im.format
             im.seek(0)
+            if orient:
+                im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I"):                   # 16/32-bit greyscale: scale to 8 bits, then to RGB
                 a = np.asarray(im, dtype=np.float64)
                 a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).round().astype(np.uint8)
@@ -224,10 +244,30 @@ def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
             else:
                 a = np.asarray(im.convert("RGB"))
         return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()
-    except Exception:
-        err = first_error
-        why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
-        raise ProjectError(f"cannot read image {path} ({why})") from None
+    except UnidentifiedImageError:
+        raise ProjectError(f"cannot read image {path} ({not_an_image(path)})") from None
+    except Exception as err:
+        why = textwrap.shorten(" ".join(str(err).split()) or type(err).__name__, 120, placeholder=" ...")
+        what = f"a damaged or truncated {fmt} file" if fmt else type(err).__name__
+        raise ProjectError(f"cannot read image {path} ({what}: {why})") from None
+
+
+def not_an_image(path: Path) -> str:
+    """Why a file that neither torchvision nor Pillow recognises is not an image, said from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror}"
+    if not head:
+        return "the file is empty"
+    if head[:4] == b"\x00\x05\x16\x07" or path.name.startswith("._"):
+        return "a macOS AppleDouble file (metadata that macOS writes beside the real image), not an image: delete it"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis"):
+        kind = "an AVIF" if head[8:12].startswith(b"avi") else "a HEIC"
+        return f"{kind} photo, a format this program does not read: convert it to JPEG or PNG"
+    return ("its content is not an image in any format this program reads (JPEG, PNG, WebP, GIF, BMP, TIFF), "
+            "whatever its name says")
 
 
 class ImageFiles(Dataset):
@@ -849,6 +889,31 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: Path, device: torch.dev
     return diff
 
 
+def export_checkpoint(device: torch.device, data_root: Path, ckpt_dir: Path) -> float:
+    """`train --export-onnx`: the best checkpoint exported and checked on up to 8 validation images."""
+    config = load_config(ckpt_dir)
+    model = load_model(ckpt_dir, config, device)
+    items, _ = evaluation_items(config, data_root, "val")
+    dataset = ImageFiles(items[:8], config["resize"], make_transforms(config, train=False))
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return export_onnx(model, x, ckpt_dir / "model.onnx", device)
+
+
+def print_next_commands(data_root: Path, ckpt_dir: Path) -> None:
+    """After `train`: evaluate and predict with this run's --data and --ckpt-dir, ready to paste."""
+    config = load_config(ckpt_dir)
+    test = evaluation_items(config, data_root, "test")[0]
+    script = Path(__file__).resolve()
+    try:
+        script = script.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    me, q = f"python {shlex.quote(str(script))}", lambda p: shlex.quote(str(p))
+    print("\nnext: the test split, looked at once, then predictions for your own images:")
+    print(f"  {me} evaluate --data {q(data_root)} --ckpt-dir {q(ckpt_dir)}")
+    print(f"  {me} predict --images {q(test[0][0]) if test else 'photo.jpg'} --ckpt-dir {q(ckpt_dir)}")
+
+
 # ---------------------------------------------------------------------------------------------------------- predict
 
 
@@ -856,12 +921,16 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
     if output.is_dir():                                  # checked before any work: nothing is written half
         raise ProjectError(f"--output {output} is a folder: give a file name, e.g. {output / 'predictions.csv'}")
     config = load_config(ckpt_dir)
-    files = []
+    files, shown = [], []                                # shown: a file as the console names it
     for path in images:
         if path.is_dir():
-            files += sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = image_files(path)                    # hidden files (._photo.jpg) skipped
+            files += found
+            # the path inside the folder given (cats/001.jpg, dogs/001.jpg), after the folder when there are several
+            shown += [(f.relative_to(path) if len(images) == 1 else f).as_posix() for f in found]
         elif path.is_file():
             files.append(path)
+            shown.append(str(path))
         else:
             raise ProjectError(f"no such image file or folder: {path}")
     if not files:
@@ -886,9 +955,9 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
 
     atomic_write(output, write)
     if not quiet:
-        for row in rows[:10]:
+        for name, row in zip(shown[:10], rows):
             guesses = ", ".join(f"{row[f'top{j}']} {row[f'p{j}']:.1%}" for j in range(1, k + 1))
-            print(f"  {Path(row['file']).name}: {guesses}")
+            print(f"  {name}: {guesses}")
         if len(rows) > 10:
             print(f"  ... {len(rows) - 10} more")
         print(f"written: {output}")
@@ -1070,11 +1139,11 @@ def parse_args(argv):
     p_pred.add_argument("--top-k", type=positive_int, default=3, help="classes listed per image")
     p_pred.add_argument("--output", type=Path, default=None,
                         help="predictions file, CSV, or JSON when it ends in .json (default <out-dir>/predictions.csv)")
-    for p in (parser, p_eval):
-        dd = (lambda v: argparse.SUPPRESS) if p is p_eval else (lambda v: v)
+    for p in (parser, p_train, p_eval):
+        dd = (lambda v: argparse.SUPPRESS) if p is not parser else (lambda v: v)
         p.add_argument("--export-onnx", action="store_true", default=dd(False),
-                       help="export the model to <ckpt-dir>/model.onnx and check it with onnxruntime "
-                            "(the full demo always does)")
+                       help="export the best checkpoint to <ckpt-dir>/model.onnx and check it with onnxruntime: "
+                            "after train, or with evaluate (the full demo always does)")
     for p in (parser, p_train):
         dd = (lambda v: argparse.SUPPRESS) if p is p_train else (lambda v: v)
         p.add_argument("--model", default=dd("resnet18"),
@@ -1127,6 +1196,9 @@ def main(argv=None) -> dict:
             if args.command == "train":
                 r = train(args, device, args.data, ckpt_dir)
                 metrics = {k: v for k, v in r.items() if k != "history"}
+                if args.export_onnx:
+                    metrics["onnx_max_abs_diff"] = export_checkpoint(device, args.data, ckpt_dir)
+                print_next_commands(args.data, ckpt_dir)
             elif args.command == "evaluate":
                 metrics = evaluate(args, device, args.data, ckpt_dir, args.out_dir)
             else:

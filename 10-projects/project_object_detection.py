@@ -7,6 +7,11 @@ Point it at a folder in the COCO layout:
     my_data/images/<file_name>
 (or my_data/train/, my_data/val/, my_data/test/, each in that layout). A missing validation or test split is carved
 out of the training images with a seed saved in the checkpoint, so `evaluate` later finds the same test images.
+file_name is relative to images/ (one that already starts with images/, as some tools export it, is found too).
+Photos are read upright, turned as their EXIF orientation tag says, the way viewers and annotation tools (CVAT, Label
+Studio, Roboflow...) show them, so the boxes are expected in that upright frame; an image whose width and height in
+annotations.json are those of the stored, unturned pixels was annotated unturned, and is read unturned (said in one
+line). predict reports boxes on the upright image.
 
 What it does, as a real detection program does it:
 - a real torchvision detector, FCOS (one-stage, anchor-free: each feature-map cell predicts a class, the distances
@@ -20,13 +25,15 @@ What it does, as a real detection program does it:
   precision, per class then the mean), cross-checked against torchmetrics' MeanAveragePrecision when its backend
   (pycocotools or faster_coco_eval) is installed; a precision-recall curve per class;
 - predict: boxes, labels and scores for image files, after --score-threshold and class-wise NMS
-  (torchvision.ops.batched_nms), printed, drawn on the images (draw_bounding_boxes, PNG) and written as JSON.
+  (torchvision.ops.batched_nms), printed, drawn on the images (draw_bounding_boxes, PNG) and written as JSON; an
+  image left without a box says its best score and the --score-threshold that would show it.
 
 Run it:
-    python 10-projects/project_object_detection.py             # the demo: writes a dataset, trains, evaluates, predicts
-    python 10-projects/project_object_detection.py train --data my_data
-    python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
-    python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir outputs/10-projects/project_object_detection/checkpoint
+    python 10-projects/project_object_detection.py          # the demo: writes a dataset, trains, evaluates, predicts
+    python 10-projects/project_object_detection.py train --data my_data --ckpt-dir ckpt
+    python 10-projects/project_object_detection.py evaluate --data my_data --ckpt-dir ckpt
+    python 10-projects/project_object_detection.py predict --images a.jpg --ckpt-dir ckpt
+(without --ckpt-dir, the checkpoint is <out-dir>/checkpoint: outputs/10-projects/project_object_detection/checkpoint)
 
 The demo takes about 45 s on an idle 2-core laptop CPU offline (--smoke: about 4 s). It generates 400 scenes of
 96x96 px: one to four circles, squares and triangles in random colours (the shape, not the colour, tells the class),
@@ -45,8 +52,10 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import tempfile
+import textwrap
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -133,8 +142,8 @@ def read_coco(root: Path) -> dict:
     try:
         categories = sorted(({"id": int(c["id"]), "name": str(c["name"])} for c in coco["categories"]),
                             key=lambda c: c["id"])
-        images = {int(im["id"]): {"file": root / "images" / im["file_name"], "boxes": [], "cats": []}
-                  for im in coco["images"]}
+        images = {int(im["id"]): {"file": image_path(root, str(im["file_name"])), "file_name": str(im["file_name"]),
+                                  "size": listed_size(im), "boxes": [], "cats": []} for im in coco["images"]}
     except (KeyError, TypeError, ValueError) as err:
         raise ProjectError(f"{path}: every category needs an id and a name, every image an id and a file_name "
                            f"({type(err).__name__}: {err})") from None
@@ -162,8 +171,25 @@ def read_coco(root: Path) -> dict:
             images[image_id]["cats"].append(cat)
     for im in images.values():
         if not im["file"].is_file():
-            raise ProjectError(f"{path} lists {im['file'].name}, but {im['file']} does not exist")
+            raise ProjectError(f"{path} lists file_name {im['file_name']!r}, but {im['file']} does not exist "
+                               f"(file_name is relative to the images folder, {root / 'images'})")
     return {"categories": categories, "images": [images[k] for k in sorted(images)]}
+
+
+def image_path(root: Path, file_name: str) -> Path:
+    """Where an image of annotations.json is: root/images/<file_name>; a file_name that already starts with the
+    folder (images/img_000.jpg, as some tools export it) is found at root/<file_name>."""
+    usual = root / "images" / file_name
+    return root / file_name if not usual.is_file() and (root / file_name).is_file() else usual
+
+
+def listed_size(image: dict) -> tuple[int, int] | None:
+    """(width, height) as annotations.json gives them, when it does (they are optional here)."""
+    try:
+        w, h = int(image["width"]), int(image["height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (w, h) if w > 0 and h > 0 else None
 
 
 def find_splits(root: Path, val_frac: float, test_frac: float, seed: int) -> dict:
@@ -194,14 +220,15 @@ def find_splits(root: Path, val_frac: float, test_frac: float, seed: int) -> dic
     return splits
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; an unreadable or corrupt file is one ProjectError line that names it. torchvision decodes
-    JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG is
-    scaled to 8 bits."""
+def read_image(path: Path, orient: bool = True) -> torch.Tensor:
+    """(3, H, W) uint8 RGB, turned as the file's EXIF orientation tag says: upright, as photo viewers show it (a phone
+    stores a portrait photo as landscape pixels plus that tag); orient=False gives the pixels as stored. torchvision
+    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG
+    is scaled to 8 bits. A file that cannot be read is one ProjectError line that names it and says why."""
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except Exception as err:
-        image = pil_image(path, err)
+        image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=orient)
+    except Exception:
+        image = pil_image(path, orient)
     if image.ndim == 4:                                   # an animated GIF: (frames, 3, H, W)
         image = image[0]
     if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
@@ -209,13 +236,17 @@ def read_image(path: Path) -> torch.Tensor:
     return image
 
 
-def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
+def pil_image(path: Path, orient: bool) -> torch.Tensor:
     """Pillow's decoding, for the formats torchvision's decode_image does not read: (3, H, W) uint8 RGB."""
-    from PIL import Image
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    fmt = None
     try:
         with Image.open(path) as im:
+            fmt = im.format
             im.seek(0)
+            if orient:
+                im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I"):                   # 16/32-bit greyscale: scale to 8 bits, then to RGB
                 a = np.asarray(im, dtype=np.float64)
                 a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).round().astype(np.uint8)
@@ -223,10 +254,30 @@ def pil_image(path: Path, first_error: Exception) -> torch.Tensor:
             else:
                 a = np.asarray(im.convert("RGB"))
         return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()
-    except Exception:
-        err = first_error
-        why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
-        raise ProjectError(f"cannot read image {path} ({why})") from None
+    except UnidentifiedImageError:
+        raise ProjectError(f"cannot read image {path} ({not_an_image(path)})") from None
+    except Exception as err:
+        why = textwrap.shorten(" ".join(str(err).split()) or type(err).__name__, 120, placeholder=" ...")
+        what = f"a damaged or truncated {fmt} file" if fmt else type(err).__name__
+        raise ProjectError(f"cannot read image {path} ({what}: {why})") from None
+
+
+def not_an_image(path: Path) -> str:
+    """Why a file that neither torchvision nor Pillow recognises is not an image, said from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror}"
+    if not head:
+        return "the file is empty"
+    if head[:4] == b"\x00\x05\x16\x07" or path.name.startswith("._"):
+        return "a macOS AppleDouble file (metadata that macOS writes beside the real image), not an image: delete it"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis"):
+        kind = "an AVIF" if head[8:12].startswith(b"avi") else "a HEIC"
+        return f"{kind} photo, a format this program does not read: convert it to JPEG or PNG"
+    return ("its content is not an image in any format this program reads (JPEG, PNG, WebP, GIF, BMP, TIFF), "
+            "whatever its name says")
 
 
 def train_transforms(colour: bool = True) -> v2.Compose:
@@ -249,13 +300,24 @@ class CocoImages(Dataset):
     def __init__(self, records: list, cat_to_label: dict, transform=None):
         self.records, self.cat_to_label, self.transform = records, cat_to_label, transform
         self.cache: dict[int, torch.Tensor] = {}
+        self.stored_frame: set[int] = set()      # images read as stored, unturned: annotated that way (see image())
 
     def __len__(self) -> int:
         return len(self.records)
 
     def image(self, i: int) -> torch.Tensor:
+        """The pixels the boxes are drawn on: the photo upright (EXIF orientation applied), unless annotations.json
+        gives its size as the stored pixels have it, turned (a tool that annotated the photo as stored, sideways)."""
         if i not in self.cache:
-            self.cache[i] = read_image(self.records[i]["file"])
+            rec = self.records[i]
+            img = read_image(rec["file"])
+            h, w = img.shape[-2:]
+            if rec.get("size") == (h, w) != (w, h):
+                stored = read_image(rec["file"], orient=False)
+                if stored.shape[-2:] == (w, h):
+                    img = stored
+                    self.stored_frame.add(i)
+            self.cache[i] = img
         return self.cache[i]
 
     def __getitem__(self, i: int):
@@ -610,6 +672,10 @@ def train(args, device: torch.device, data_root: Path, ckpt_dir: Path, quiet: bo
     for dataset in (train_set, val_set):      # decode every image now: a bad file stops us before anything is written
         for i in range(len(dataset)):
             dataset.image(i)
+    turned = [dataset.records[i]["file_name"] for dataset in (train_set, val_set) for i in sorted(dataset.stored_frame)]
+    if turned and not quiet:
+        print(f"note: {len(turned)} image(s) (first: {turned[0]}) carry an EXIF orientation tag, but annotations.json "
+              "gives their width and height as stored, unturned: read as stored, so that the boxes fit")
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=gen, collate_fn=collate)
     total_steps = args.epochs * len(loader)
     # a short warm-up, then cosine decay over the planned epochs (early stopping may end sooner)
@@ -810,7 +876,8 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
     files = []
     for path in images:
         if path.is_dir():
-            files += sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files += sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                            and not f.name.startswith("."))             # macOS's ._photo.jpg is no image
         elif path.is_file():
             files.append(path)
         else:
@@ -833,7 +900,9 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
             boxes, scores, labels = p["boxes"].cpu(), p["scores"].cpu(), p["labels"].cpu()
             dets = [{"label": names[int(lab) - 1], "score": round(float(s), 4),
                      "box_xyxy": [round(float(v), 1) for v in b]} for b, s, lab in zip(boxes, scores, labels)]
-            results.append({"file": str(f), "detections": dets})
+            # the best score of any box, kept or not: says whether an empty result is the threshold's doing
+            best = float(raw["scores"].max()) if len(raw["scores"]) else 0.0
+            results.append({"file": str(f), "detections": dets, "best_score": round(best, 4)})
             captions = [f"{d['label']} {d['score']:.2f}" for d in dets]
             palette = ("red", "lime", "yellow", "cyan", "magenta", "orange", "white")
             colors = [palette[min(int(lab) - 1, len(palette) - 1)] for lab in labels]
@@ -842,17 +911,26 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
             drawn.append(draw_bounding_boxes(big, boxes * zoom, captions, colors=colors, width=2) if dets else big)
     out_dir = output.parent
     for f, pic in zip(files, drawn):
-        atomic_write(out_dir / f"{f.stem}_detections.png", lambda p: write_png(pic, str(p)))
+        atomic_write(out_dir / f"{f.stem}_detections.png", lambda p, pic=pic: write_png(pic, str(p)))
     atomic_write(output, lambda p: p.write_text(json.dumps(results, indent=2)))
     if not quiet:
         for r in results[:6]:
+            hint = "" if r["detections"] else threshold_hint(r["best_score"], args.score_threshold)
             print(f"  {Path(r['file']).name}: {len(r['detections'])} objects (score >= {args.score_threshold}, NMS "
-                  f"IoU {args.nms_iou})")
+                  f"IoU {args.nms_iou}){hint}")
             for d in r["detections"][:8]:
                 print(f"    {d['label']:<12}{d['score']:.2f}  box {d['box_xyxy']}")
         print(f"written: {output} and {len(files)} drawn image(s) in {out_dir}, named <image>_detections.png "
               "(images of 192 px or less drawn enlarged)")
     return {"images": len(files), "detections": sum(len(r["detections"]) for r in results)}
+
+
+def threshold_hint(best: float, threshold: float) -> str:
+    """For an image with no box at or above --score-threshold: its best score, and a threshold that would show it."""
+    if best < 0.05:
+        return f"; no box scored even 0.05 (best {best:.2f}): the model sees nothing it knows here"
+    lower = max(0.05, math.floor(best * 20) / 20)            # a round value at or below the best score
+    return f"; the best box scored {best:.2f}: to see it, lower the threshold, e.g. --score-threshold {lower:g}"
 
 
 # ------------------------------------------------------------------------------------------------------------- demo
@@ -901,7 +979,7 @@ def write_demo_dataset(root: Path, n: int, size: int, seed: int) -> int:
         img, boxes, classes = draw_scene(rng, size)
         name = f"scene_{i:04d}.png"
         pixels = torch.from_numpy((img * 255).round().astype(np.uint8))
-        atomic_write(root / "images" / name, lambda p: write_png(pixels, str(p)))
+        atomic_write(root / "images" / name, lambda p, pixels=pixels: write_png(pixels, str(p)))
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
         for b, k in zip(boxes, classes):
             w, h = b[2] - b[0], b[3] - b[1]
@@ -1081,13 +1159,31 @@ def parse_args(argv):
     return args
 
 
+def print_next_commands(args, ckpt_dir: Path) -> None:
+    """After `train`: evaluate and predict with this run's --data and --ckpt-dir, ready to paste."""
+    config = json.loads((ckpt_dir / "config.json").read_text())
+    held = config["split_files"].get("test")
+    example = args.data / held[0] if held else args.data / "test" / "images"
+    script = Path(__file__).resolve()
+    try:
+        script = script.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    me, q = f"python {shlex.quote(str(script))}", lambda p: shlex.quote(str(p))
+    print("\nnext: the test split, looked at once, then detections on your own images:")
+    print(f"  {me} evaluate --data {q(args.data)} --ckpt-dir {q(ckpt_dir)}")
+    print(f"  {me} predict --images {q(example)} --ckpt-dir {q(ckpt_dir)} --score-threshold 0.5")
+
+
 def run_command(args, device: torch.device) -> dict:
     """The subcommand (or, with none, the demo) -> its metrics."""
     if args.command is None:
         return run_demo(args, device)
     ckpt = args.ckpt_dir or args.out_dir / "checkpoint"
     if args.command == "train":
-        return {k: v for k, v in train(args, device, args.data, ckpt).items() if k != "history"}
+        metrics = {k: v for k, v in train(args, device, args.data, ckpt).items() if k != "history"}
+        print_next_commands(args, ckpt)
+        return metrics
     if args.command == "evaluate":
         return evaluate(args, device, args.data, ckpt, args.out_dir)
     return predict(args, device, args.images, ckpt, args.output or args.out_dir / "predictions.json")

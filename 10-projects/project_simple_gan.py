@@ -5,8 +5,9 @@ A generator (transposed convolutions, BatchNorm) turns 64 random numbers into a 
 here: the non-saturating loss with one-sided label smoothing (real targets 0.9), Adam with betas (0.5, 0.999),
 BatchNorm in G, spectral norm in D. Both are small (--width 16), so one CPU thread trains an epoch of the stand-in
 digits in under a second (--threads: a second thread made steps 5-7x slower on a busy machine). The data: real MNIST
-when it is in --data-dir (or downloadable, not with --smoke or --offline; the demo then trains on 6,000 of its
-images, --train-images); otherwise scikit-learn's load_digits, 1,797 real 8x8 handwritten digits upsampled to 28x28.
+when it is in --data-dir (its four files in <data-dir>/MNIST/raw, unpacked or as the official .gz files, which are
+unpacked there, offline too) or downloadable (not with --smoke or --offline); the demo then trains on 6,000 of its
+images (--train-images). Otherwise scikit-learn's load_digits, 1,797 real 8x8 handwritten digits upsampled to 28x28.
 
 Quality, measured: a small classifier trained on the real training digits (the judge; cached in the checkpoint folder
 with the sha256 of its data and weights, so evaluate reuses the very judge train used) scores samples:
@@ -36,20 +37,22 @@ Run it:
     python 10-projects/project_simple_gan.py sample --n 64 --ckpt-dir ckpt --output samples.png
 
 The demo takes about half a minute on an idle 2-core CPU (offline, the scikit-learn digits; --smoke: about 5 s, and
-its digits are still blobs). What to look for: modes covered and high-quality samples, plain against PacGAN; the digit GAN's
-Frechet distance far below the untrained generator's and the noise's, all ten digits covered, the judge's confidence
-well above the untrained generator's (its confidence on real digits is the ceiling); the sample grids getting sharper
-(samples_epoch_*.png). On a GPU the digits train there; the 2-D demo stays on the CPU, where its tiny MLPs run faster
-and count the same on every machine.
+its digits are still blobs). What to look for: modes covered and high-quality samples, plain against PacGAN; the digit
+GAN's Frechet distance far below the untrained generator's and the noise's, all ten digits covered, the judge's
+confidence well above the untrained generator's (its confidence on real digits is the ceiling); the sample grids
+getting sharper (samples_epoch_*.png). On a GPU the digits train there; the 2-D demo stays on the CPU, where its
+tiny MLPs run faster and count the same on every machine.
 """
 
 import argparse
+import gzip
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -123,29 +126,110 @@ def real_digits():
     return table[:, :64].reshape(-1, 8, 8), table[:, 64].long()
 
 
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def mnist_header(path: Path, name: str) -> bytes | None:
+    """The first 4 bytes of an unpacked MNIST file if they are what MNIST's idx files start with (00 00 08 03 for the
+    images, 00 00 08 01 for the labels), else None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head if head == bytes([0, 0, 8, 3 if "images" in name else 1]) else None
+
+
+def unpack_mnist(raw: Path) -> list[str]:
+    """Unpack MNIST's four official .gz files found in raw (downloaded by hand, copied from another machine) beside
+    themselves, under the names torchvision's datasets.MNIST reads: it unpacks them only when it downloads them
+    itself, and so ignores them offline. Returns the files that are there neither unpacked nor as .gz."""
+    missing, unpacked = [], []
+    for name in MNIST_FILES:
+        target, packed = raw / name, raw / f"{name}.gz"
+        if not packed.is_file():
+            if not target.is_file():
+                missing.append(name)
+            continue
+        if target.is_file() and target.stat().st_mtime >= packed.stat().st_mtime and mnist_header(target, name):
+            continue                                             # unpacked before (a newer .gz is unpacked again)
+        try:
+            with gzip.open(packed, "rb") as f:
+                data = f.read()
+        except (OSError, EOFError) as err:                       # gzip.BadGzipFile is an OSError
+            raise ProjectError(f"{packed} is not a complete gzip file ({type(err).__name__}: {err}): download it "
+                               "again") from None
+        try:
+            atomic_write(target, lambda p, data=data: p.write_bytes(data))
+        except OSError as err:
+            raise ProjectError(f"cannot unpack {packed} in {raw} ({err.strerror or err}): unpack the .gz files there "
+                               f"yourself (gunzip -k {raw}/*.gz), or copy the MNIST folder somewhere writable and "
+                               "give that --data-dir") from None
+        unpacked.append(packed.name)
+    if unpacked:
+        print(f"data: unpacked {', '.join(unpacked)} in {raw} (torchvision reads MNIST's files unpacked)")
+    return missing
+
+
+def read_mnist(data_dir: Path, offline: bool, local: bool):
+    """datasets.MNIST's train and test sets, through torchvision (which downloads them unless offline), checked: 28x28
+    digits with labels 0-9. local: all four files are on disk, so a failure means they are damaged: one ProjectError
+    line."""
+    from torchvision import datasets
+
+    raw = data_dir / "MNIST" / "raw"
+    for name in MNIST_FILES if local else ():
+        if not mnist_header(raw / name, name):
+            with open(raw / name, "rb") as f:
+                head = f.read(4)
+            gz = raw / f"{name}.gz"
+            what = f"{gz} unpacks to" if gz.is_file() else f"{raw / name} is"
+            raise ProjectError(f"{what} no MNIST file (it starts {head.hex(' ') or 'empty'}; MNIST's {name} starts "
+                               f"00 00 08 0{3 if 'images' in name else 1}): download it again, or remove the MNIST "
+                               "files to train on scikit-learn's digits")
+    try:
+        train = datasets.MNIST(data_dir, train=True, download=not offline)
+        test = datasets.MNIST(data_dir, train=False, download=not offline)
+        ok = all(d.data.ndim == 3 and tuple(d.data.shape[1:]) == (28, 28) and len(d.data) == len(d.targets) > 0
+                 and 0 <= int(d.targets.min()) and int(d.targets.max()) <= 9 for d in (train, test))
+        why = "" if ok else "not 28x28 digits with labels 0-9"
+    except Exception as err:
+        if not local:
+            raise
+        why = " ".join(str(err).split())[:120] or type(err).__name__
+    if why:
+        raise ProjectError(f"{raw} holds MNIST's four files, but they are damaged or not MNIST ({why}): download "
+                           "them again, or remove them to train on scikit-learn's digits")
+    return train, test
+
+
 def load_digit_images(data_dir: Path, source: str, offline: bool) -> dict:
-    """Real digits as (N, 1, 28, 28) floats in [-1, 1] with labels, split train / validation / test (fixed seed)."""
-    if source == "auto" and offline and not (data_dir / "MNIST" / "raw").is_dir():
-        print(f"data: no MNIST in {data_dir} (offline); using scikit-learn's load_digits (1,797 real 8x8 digits, "
-              "upsampled to 28x28)")
+    """Real digits as (N, 1, 28, 28) floats in [-1, 1] with labels, split train / validation / test (fixed seed).
+    MNIST is read from <data_dir>/MNIST/raw: its four files, unpacked or as the official .gz files."""
+    raw = data_dir / "MNIST" / "raw"
+    missing = unpack_mnist(raw) if source in ("auto", "mnist") and raw.is_dir() else list(MNIST_FILES)
+    if source == "auto" and offline and missing:
+        where = (f"no MNIST in {data_dir}" if len(missing) == len(MNIST_FILES) else
+                 f"MNIST in {raw} lacks {', '.join(missing)} (or its .gz)")
+        print(f"data: {where} (offline); using scikit-learn's load_digits (1,797 real 8x8 digits, upsampled to "
+              "28x28)")
     elif source in ("auto", "mnist"):
         try:
-            from torchvision import datasets
-
-            train = datasets.MNIST(data_dir, train=True, download=not offline)
-            test = datasets.MNIST(data_dir, train=False, download=not offline)
+            train, test = read_mnist(data_dir, offline, local=not missing)
             x = train.data.float().div(127.5).sub(1).unsqueeze(1)              # (60000, 1, 28, 28)
             xt = test.data.float().div(127.5).sub(1).unsqueeze(1)
             g = torch.Generator().manual_seed(0)
             perm = torch.randperm(len(x), generator=g)
-            val, tr = perm[:5000], perm[5000:]
+            n_val = min(5000, len(x) // 10)                                   # 5,000 of MNIST's 60,000
+            val, tr = perm[:n_val], perm[n_val:]
             print(f"data: MNIST from {data_dir} ({len(tr)} train, {len(val)} validation, {len(xt)} test)")
             return {"source": "mnist", "train": (x[tr], train.targets[tr]), "val": (x[val], train.targets[val]),
                     "test": (xt, test.targets)}
+        except ProjectError:
+            raise
         except Exception as err:  # not there and not downloadable: say so in one line, use the stand-in
             if source == "mnist":
-                raise ProjectError(f"MNIST is not in {data_dir} and could not be downloaded "
-                                   f"({str(err).splitlines()[0][:100]})") from None
+                lacks = f" (lacks {', '.join(missing)}, or their .gz)" if missing else ""
+                why = "--offline" if offline else str(err).splitlines()[0][:100]
+                raise ProjectError(f"MNIST is not in {raw}{lacks} and could not be downloaded ({why})") from None
             why = "offline" if offline else str(err).splitlines()[0][:80]
             print(f"data: MNIST not available ({why}); using scikit-learn's load_digits (1,797 real 8x8 digits, "
                   "upsampled to 28x28)")
@@ -515,8 +599,8 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
             if fid < state["best_fid"]:
                 state.update(best_fid=fid, best_epoch=epoch, bad_evals=0)
                 atomic_write(ckpt_dir / "generator.pt", lambda p: torch.save(gen.state_dict(), p))
-                atomic_write(ckpt_dir / "config.json", lambda p: p.write_text(json.dumps(
-                    {**config, "best_epoch": epoch, "best_val_fid": fid}, indent=2)))
+                best = {**config, "best_epoch": epoch, "best_val_fid": fid}
+                atomic_write(ckpt_dir / "config.json", lambda p, best=best: p.write_text(json.dumps(best, indent=2)))
                 line += "  (best, saved)"
             else:
                 state["bad_evals"] += 1
@@ -882,6 +966,21 @@ def parse_args(argv):
     return args
 
 
+def print_next_commands(args, ckpt_dir: Path) -> None:
+    """After `train`: evaluate and sample with this run's --ckpt-dir (and --data-dir: evaluate scores against the
+    same data's test digits), ready to paste."""
+    script = Path(__file__).resolve()
+    try:
+        script = script.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    me, q = f"python {shlex.quote(str(script))}", lambda p: shlex.quote(str(p))
+    offline = " --offline" if args.offline or args.smoke else ""
+    print("\nnext: the judge's scores on the test digits, then a grid of samples:")
+    print(f"  {me} evaluate --ckpt-dir {q(ckpt_dir)} --data-dir {q(args.data_dir)}{offline}")
+    print(f"  {me} sample --ckpt-dir {q(ckpt_dir)} --n 64 --output {q(args.out_dir / 'samples.png')}")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -901,6 +1000,7 @@ def main(argv=None) -> dict:
             plot_losses(args.out_dir / "losses.png", r["history"], r["fid_history"] or [[0, float("nan")]])
             print(f"loss curves: {args.out_dir / 'losses.png'}")
             metrics = {k: v for k, v in r.items() if k not in ("history", "fid_history", "source")}
+            print_next_commands(args, ckpt_dir)
         elif args.command == "evaluate":
             metrics = evaluate(args, device, ckpt_dir, args.n)
         else:

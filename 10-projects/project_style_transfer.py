@@ -19,6 +19,8 @@ Run it:
     python 10-projects/project_style_transfer.py --content photo.jpg --style painting.jpg --output out.png
     python 10-projects/project_style_transfer.py stylize --content photo.jpg --style painting.jpg --size 256
     python 10-projects/project_style_transfer.py evaluate --content photo.jpg --style painting.jpg --result out.png
+Photos are read upright, as their EXIF orientation tag says (as viewers show them); transparent pixels are laid on
+white. --output's suffix picks the format: .png, or .jpg/.jpeg for JPEG.
 
 The demo takes about 10 s on an idle 2-core laptop CPU at --size 128 (--smoke: seconds at 48 px). Its content image
 is Grace Hopper's portrait from matplotlib's sample data; its style image, colourful waves, is generated and written
@@ -32,6 +34,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -90,13 +93,18 @@ def atomic_write(path: Path, write) -> None:
 
 
 def load_image(path: Path, size: int, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1]: the longer side resized to `size`, or to exactly `shape` (H, W) when given."""
-    from PIL import Image, UnidentifiedImageError
+    """(1, 3, H, W) in [0, 1]: the longer side resized to `size`, or to exactly `shape` (H, W) when given. The photo
+    is turned upright as its EXIF orientation tag says (as viewers show it: a phone stores a portrait as landscape
+    pixels plus that tag), and transparent pixels are laid on white (not the black their RGB values often hold)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not Path(path).is_file():
         raise ProjectError(f"no such image file: {path}")
     try:
         with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
             im = im.convert("RGB")
             w, h = im.size
             if shape is None:
@@ -109,11 +117,16 @@ def load_image(path: Path, size: int, shape: tuple[int, int] | None = None) -> t
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}   # --output's suffix names the file's format
+
+
 def save_image(path: Path, img: torch.Tensor) -> None:
+    """PNG or JPEG (quality 95), as the file name's suffix says."""
     from PIL import Image
 
     arr = (img[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    atomic_write(path, lambda p: Image.fromarray(arr).save(p, format="PNG"))
+    fmt = SAVE_FORMATS[path.suffix.lower()]
+    atomic_write(path, lambda p: Image.fromarray(arr).save(p, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
 
 
 def write_waves_style(path: Path, size: int = 256) -> None:
@@ -264,7 +277,8 @@ def stylize(net, content: torch.Tensor, style: torch.Tensor, steps: int, lr: flo
             history["step"].append(step)
             history["content"].append(c_loss.item())
             history["style"].append(s_loss.item())
-            print(f"  step {step:>4}/{steps}: content loss {history['content'][-1]:.4f}  style loss {history['style'][-1]:.4f}")
+            print(f"  step {step:>4}/{steps}: content loss {history['content'][-1]:.4f}  style loss "
+                  f"{history['style'][-1]:.4f}")
         if step == steps:
             break
         loss = c_loss + style_weight * s_loss + tv_weight * total_variation(img)
@@ -402,8 +416,9 @@ def run_demo(args, device) -> dict:
     metrics["style_reduction"] = metrics[f"{kind}_style_reduction"]
     section("What to notice")
     print(f"- The style loss fell from {metrics['style_loss_first']:.4f} to {metrics['style_loss_final']:.4f} "
-          f"({metrics['style_loss_first'] / max(metrics['style_loss_final'], 1e-12):.0f}x); the content loss rose from 0 "
-          f"to {metrics['content_loss_final']:.4f} (relative feature error): --style-weight trades one for the other.")
+          f"({metrics['style_loss_first'] / max(metrics['style_loss_final'], 1e-12):.0f}x); the content loss rose "
+          f"from 0 to {metrics['content_loss_final']:.4f} (relative feature error): --style-weight trades one for "
+          "the other.")
     print(f"- A network never optimised against agrees: the result is "
           f"{metrics['heldout_random_style_reduction']:.1f}x closer to the style's Gram statistics than the photo.")
     if kind == "random":
@@ -439,13 +454,31 @@ def add_common(parser: argparse.ArgumentParser, sub: bool) -> None:
     parser.add_argument("--tv-weight", type=float, default=d(0.05), help="weight of the total-variation loss")
 
 
+def print_next_command(args, output: Path) -> None:
+    """After stylizing: the evaluate command for this result, with this run's images and flags, ready to paste."""
+    script = Path(__file__).resolve()
+    try:
+        script = script.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    flags = (" --offline" if args.offline or args.smoke else "") + (
+        f" --features {args.features}" if args.features != "auto" else "")
+    print("\nnext: score this result (or another tool's) against its content and style:")
+    print(f"  python {q(script)} evaluate --content {q(args.content)} --style {q(args.style)} --result {q(output)} "
+          f"--size {args.size}{flags}")
+
+
+OUTPUT_HELP = "result image, PNG or JPEG as its suffix says (.png, .jpg, .jpeg); default <out-dir>/stylized.png"
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common(parser, sub=False)
     parser.add_argument("--content", type=Path, default=None, help="content image (with --style: stylize it)")
     parser.add_argument("--style", type=Path, default=None, help="style image")
-    parser.add_argument("--output", type=Path, default=None, help="result PNG (default <out-dir>/stylized.png)")
+    parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
     subs = parser.add_subparsers(dest="command", metavar="{stylize,evaluate}",
                                  help="with no command and no --content: the whole demo")
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -456,7 +489,7 @@ def parse_args(argv):
         add_common(p, sub=True)
         p.add_argument("--content", type=Path, required=True, help="content image")
         p.add_argument("--style", type=Path, required=True, help="style image")
-    p_sty.add_argument("--output", type=Path, default=None, help="result PNG (default <out-dir>/stylized.png)")
+    p_sty.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
     p_ev.add_argument("--result", type=Path, required=True, help="the stylised image to score")
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
@@ -470,6 +503,9 @@ def parse_args(argv):
     output = getattr(args, "output", None)
     if output is not None and output.is_dir():
         parser.error(f"--output {output} is a folder; give a file name such as {output / 'stylized.png'}")
+    if output is not None and output.suffix.lower() not in SAVE_FORMATS:
+        parser.error(f"--output {output}: the suffix names the format; give a file name ending in .png, .jpg or "
+                     ".jpeg")
     if args.size < 32:
         parser.error(f"--size must be at least 32 pixels, got {args.size}")
     if args.steps < 1 or args.lr <= 0 or args.style_weight < 0 or args.tv_weight < 0:
@@ -489,8 +525,9 @@ def main(argv=None) -> dict:
         if args.command == "evaluate":
             metrics = run_evaluate(args, device, args.content, args.style, args.result)
         elif args.command == "stylize" or args.content is not None:
-            metrics = run_stylize(args, device, args.content, args.style,
-                                  getattr(args, "output", None) or args.out_dir / "stylized.png")
+            output = getattr(args, "output", None) or args.out_dir / "stylized.png"
+            metrics = run_stylize(args, device, args.content, args.style, output)
+            print_next_command(args, output)
         else:
             metrics = run_demo(args, device)
     except ProjectError as err:

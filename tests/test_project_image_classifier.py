@@ -147,13 +147,23 @@ def test_standin_cache_is_hash_checked_and_recreated(tmp_path, project, capsys):
         "re-created with the same seed: the same weights"
 
 
-def test_onnx_export_matches_pytorch(tmp_path, project):
+def test_onnx_export_after_train_or_with_evaluate_and_the_next_commands(tmp_path, project, capsys):
+    """--export-onnx, which the top-level --help lists, works after train and with evaluate; train prints the
+    evaluate and predict commands for this run, and they run as printed."""
+    import shlex
+
     data = write_image_folder(tmp_path / "d", per_class=(6, 6, 6))
-    project.main(train_args(tmp_path, data, "--epochs", "1", "--model", "mobilenet_v3_small"))
-    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), "evaluate", "--data", str(data),
-                      "--ckpt-dir", str(tmp_path / "ck"), "--export-onnx"])
-    assert m["onnx_max_abs_diff"] <= 1e-4
-    assert (tmp_path / "ck" / "model.onnx").stat().st_size > 100_000
+    m = project.main(train_args(tmp_path, data, "--epochs", "1", "--model", "mobilenet_v3_small", "--export-onnx"))
+    assert m["onnx_max_abs_diff"] <= 1e-4 and (tmp_path / "ck" / "model.onnx").stat().st_size > 100_000
+    out = capsys.readouterr().out
+    lines = {line.split(".py ", 1)[1].split()[0]: shlex.split(line.split(".py ", 1)[1])
+             for line in out.splitlines() if line.startswith("  python ")}
+    assert list(lines) == ["evaluate", "predict"], out[-600:]
+    (tmp_path / "ck" / "model.onnx").unlink()
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), *lines["evaluate"], "--export-onnx"])
+    assert m["onnx_max_abs_diff"] <= 1e-4 and (tmp_path / "ck" / "model.onnx").stat().st_size > 100_000
+    assert m["images"] == 3, "the printed evaluate command finds the test split the training run held out"
+    assert project.main(["--device", "cpu", "--out-dir", str(tmp_path / "pr"), *lines["predict"]])["images"] == 1
 
 
 @pytest.fixture
@@ -331,3 +341,66 @@ def test_demo_data_is_written_afresh(tmp_path, project):
     project.write_demo_dataset(root, {"china": 2, "flower": 3}, side=16, seed=0)
     assert sorted(p.name for p in (root / "china").iterdir()) == ["0000.jpg", "0001.jpg"]
     assert len(list((root / "flower").iterdir())) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+# ------------------------------------------------------------------ a learner's messy folders (EXIF, macOS files)
+
+
+def write_tagged_photo(path, orientation=6):
+    """A 40x20 (width x height) photo whose left quarter is white, stored with an EXIF orientation tag: 6 means
+    'turn 90 degrees clockwise to show', so a viewer shows it 20 wide and 40 high with the white band on top."""
+    from PIL import Image
+
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied_as_viewers_show_the_photo(tmp_path, project):
+    for name in ("phone.jpg", "scan.tif"):                    # torchvision's decoder, then Pillow's
+        img = project.read_image(write_tagged_photo(tmp_path / name))
+        assert img.shape == (3, 40, 20), f"{name}: a portrait, as viewers show it (the stored pixels are landscape)"
+        assert img[:, :8].float().mean() > 200 and img[:, -20:].float().mean() < 50, f"{name}: white band on top"
+    assert project.read_image(tmp_path / "phone.jpg", orient=False).shape == (3, 20, 40), "orient=False: as stored"
+
+
+def test_hidden_files_are_skipped_and_unreadable_files_say_why(tmp_path, project):
+    data = write_image_folder(tmp_path / "d", per_class=(4, 4, 4))
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    (data / "red" / "._000.png").write_bytes(apple_double)    # what macOS leaves on a USB stick or in a zip
+    (data / "red" / ".DS_Store").write_bytes(b"Bud1" + bytes(32))
+    (data / "blue" / ".thumbnails").mkdir()
+    (data / "blue" / ".thumbnails" / "000.png").write_bytes(b"not a thumbnail")
+    s = project.find_splits(data, 0.15, 0.15, seed=0)
+    files = [f for split in ("train", "val", "test") for f, _ in s[split]]
+    assert len(files) == 12 and not any("/." in f.as_posix() for f in files), "hidden files are not images"
+
+    (tmp_path / "copied.jpg").write_bytes(apple_double)       # the same file under an ordinary name: a clear reason
+    (tmp_path / "notes.jpg").write_text("my holiday notes, not a photo")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, why in (("copied.jpg", "AppleDouble"), ("notes.jpg", "not an image in any format"),
+                      ("empty.png", "the file is empty")):
+        with pytest.raises(project.ProjectError) as info:
+            project.read_image(tmp_path / name)
+        message = str(info.value)
+        assert why in message and str(tmp_path / name) in message and message.endswith(")"), message
+        assert "supported" not in message, f"torchvision's 'only jpeg, png, webp and gif' is wrong here: {message}"
+    good = (data / "red" / "000.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(project.ProjectError, match=r"damaged or truncated PNG file: .*\)$"):
+        project.read_image(tmp_path / "cut.png")
+
+
+def test_predict_names_files_by_their_path_inside_the_folder_given(tmp_path, copied, project, capsys):
+    data, ckpt = copied
+    (data / "red" / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "o"), "predict", "--images", str(data),
+                      "--ckpt-dir", str(ckpt), "--output", str(tmp_path / "p.csv")])
+    out = capsys.readouterr().out
+    assert m["images"] == 18, "6 images per colour; the hidden ._000.png is skipped"
+    for name in ("blue/000.png", "green/000.png"):                # the first ten are printed
+        assert f"  {name}: " in out, f"{name}: the 000.png files of each class must be told apart"
+

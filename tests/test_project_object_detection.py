@@ -1,6 +1,7 @@
 """10-projects/project_object_detection.py: the mAP implementation against hand-computed cases, augmentation moving
 the boxes, NMS, the demo, the three subcommands as a learner runs them, resume, bad inputs."""
 
+import argparse
 import json
 import os
 import shutil
@@ -210,11 +211,18 @@ def test_train_evaluate_predict_as_a_learner(tmp_path):
     assert (out.parent / "0_detections.png").stat().st_size > 1_000
 
 
-def test_resume_continues_and_then_has_nothing_to_do(tmp_path, project):
+def test_resume_continues_and_then_has_nothing_to_do(tmp_path, project, capsys):
+    import shlex
+
     data = write_coco(tmp_path / "d", n=16)
     args = ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "train", "--data", str(data), *TINY,
             "--patience", "50", "--ckpt-dir", str(tmp_path / "ck")]
     assert project.main(args + ["--epochs", "1"])["epochs_run"] == 1
+    printed = [shlex.split(line.split(".py ", 1)[1]) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("  python ")]
+    assert [c[0] for c in printed] == ["evaluate", "predict"], "train prints the next commands for its run"
+    ran = {c[0]: project.main(["--device", "cpu", "--out-dir", str(tmp_path / "next"), *c])["images"] for c in printed}
+    assert ran == {"evaluate": 2, "predict": 1}, "they run as printed: the held-out test split, one of its images"
     assert project.main(args + ["--epochs", "2", "--resume"])["epochs_run"] == 1
     assert project.main(args + ["--epochs", "2", "--resume"])["epochs_run"] == 0
     other = write_coco(tmp_path / "other", n=16, seed=1)
@@ -388,3 +396,78 @@ def test_gif_16bit_png_bmp_and_tiff_are_read(tmp_path, copied, project):
     assert m["images"] == 4
     got = {r["file"].rsplit("/", 1)[-1]: r["detections"] for r in json.loads((tmp_path / "p" / "p.json").read_text())}
     assert got["a.bmp"] == got["a.tif"], "the same pixels, the same detections"
+
+
+# ------------------------------------------------------------------ a learner's own exports (EXIF, file_name, scores)
+
+
+def test_exif_photos_are_read_upright_and_the_boxes_fit_the_frame_annotations_json_gives(tmp_path, project):
+    """A phone photo stored 40x20 with EXIF orientation 6 shows 20x40, its stored left band on top. Annotated as shown
+    (width 20, height 40 in annotations.json: what annotation tools do), the box is the top band of the upright photo;
+    annotated as stored (width 40, height 20), the photo is read unturned, so that the left-band box still fits."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :10] = 255                                              # the stored left band: the object
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "images" / "phone.jpg", exif=exif)
+    assert project.read_image(tmp_path / "images" / "phone.jpg").shape == (3, 40, 20), "upright, as viewers show it"
+    coco = {"images": [{"id": 1, "file_name": "phone.jpg", "width": 20, "height": 40},
+                       {"id": 2, "file_name": "phone.jpg", "width": 40, "height": 20}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 10]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 20]}],
+            "categories": [{"id": 1, "name": "band"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    data = project.CocoImages(project.read_coco(tmp_path)["images"], {1: 1})
+    for i, shape in ((0, (40, 20)), (1, (20, 40))):
+        image, target = data[i]
+        assert tuple(image.shape[-2:]) == shape
+        x1, y1, x2, y2 = (int(v) for v in target["boxes"][0].tolist())
+        assert image[:, y1 + 1:y2 - 1, x1 + 1:x2 - 1].mean() > 0.9, f"image {i + 1}: the box lies on the white band"
+        assert image.mean() < 0.5, "and the rest is dark"
+    assert data.stored_frame == {1}, "only the image annotated as stored is read unturned"
+
+
+def test_file_name_that_starts_with_images_is_found_and_a_wrong_one_says_where_it_looked(tmp_path, project, fails):
+    data = write_coco(tmp_path / "d", n=8)
+    coco = json.loads((data / "annotations.json").read_text())
+    for im in coco["images"]:
+        im["file_name"] = f"images/{im['file_name']}"                 # how some annotation tools export it
+    (data / "annotations.json").write_text(json.dumps(coco))
+    assert [r["file"] for r in project.read_coco(data)["images"]] == [data / "images" / f"{i}.png" for i in range(8)]
+    coco["images"][0]["file_name"] = "pictures/0.png"
+    (data / "annotations.json").write_text(json.dumps(coco))
+    err = fails("train", "--data", data)
+    assert "'pictures/0.png'" in err and "relative to the images folder" in err, err
+
+
+def test_predict_says_the_best_score_when_no_box_passes_the_threshold(tmp_path, project, capsys, monkeypatch):
+    from torchvision.io import write_png
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), str(folder / "0.png"))
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))    # macOS's AppleDouble file: skipped
+    scores = {"0.png": [0.47, 0.2]}
+
+    class Model:                                                        # a detector whose boxes all score below 0.5
+        def __call__(self, images):
+            s = torch.tensor(scores["0.png"])
+            return [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0], [20.0, 20.0, 30.0, 30.0]]), "scores": s,
+                     "labels": torch.tensor([1, 1])}]
+
+    monkeypatch.setattr(project, "open_checkpoint", lambda ckpt, device: ({"categories": [{"name": "x"}]}, Model()))
+    args = argparse.Namespace(score_threshold=0.5, nms_iou=0.5)
+    m = project.predict(args, torch.device("cpu"), [folder], tmp_path, tmp_path / "p" / "p.json")
+    out = capsys.readouterr().out
+    assert m == {"images": 1, "detections": 0}, "one image: the hidden ._0.png is no image"
+    assert "0.png: 0 objects" in out and "best box scored 0.47" in out and "--score-threshold 0.45" in out, out
+    assert json.loads((tmp_path / "p" / "p.json").read_text())[0]["best_score"] == pytest.approx(0.47)
+    m = project.predict(argparse.Namespace(score_threshold=0.45, nms_iou=0.5), torch.device("cpu"), [folder],
+                        tmp_path, tmp_path / "p" / "p.json")
+    assert m["detections"] == 1, "the suggested threshold shows the box"
+    scores["0.png"] = [0.02, 0.01]
+    project.predict(args, torch.device("cpu"), [folder], tmp_path, tmp_path / "p" / "p.json")
+    assert "no box scored even 0.05" in capsys.readouterr().out

@@ -196,3 +196,68 @@ def test_train_state_config_divergence_and_flags_get_one_line(tmp_path, project,
         (ckpt / "config.json").write_text(json.dumps(bad))
         assert why in fails("sample", "--ckpt-dir", ckpt, "--output", out)
     assert not out.exists()
+
+
+def write_mnist_gz(raw, project, n_train=300, n_test=60):
+    """MNIST's four official .gz files, in MNIST's idx format (big-endian header, then uint8 pixels or labels), holding
+    scikit-learn's real digits upscaled to 28x28: a small MNIST, as a learner downloads it by hand. Returns the
+    train and test labels."""
+    import gzip
+    import struct
+
+    import torch
+    import torch.nn.functional as F
+
+    images, labels = project.real_digits()
+    x = F.interpolate(images[:, None] / 16, size=(28, 28), mode="bilinear").squeeze(1).mul(255).round().byte()
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, lo, hi in (("train", 0, n_train), ("t10k", n_train, n_train + n_test)):
+        pixels = x[lo:hi].numpy().tobytes()
+        (raw / f"{name}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">IIII", 0x803, hi - lo, 28, 28)
+                                                                         + pixels))
+        (raw / f"{name}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 0x801, hi - lo)
+                                                                         + labels[lo:hi].byte().numpy().tobytes()))
+    return torch.as_tensor(labels[:n_train]), torch.as_tensor(labels[n_train:n_train + n_test])
+
+
+def test_mnist_gz_files_are_unpacked_and_used_offline(tmp_path, project, capsys):
+    """MNIST's four .gz files in <data-dir>/MNIST/raw: torchvision unpacks them only when it downloads them; this
+    project unpacks them itself, so that they are used offline too. Files that are not MNIST: one line."""
+    import gzip
+    import shlex
+
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    train_labels, test_labels = write_mnist_gz(raw, project)
+    common = ["--device", "cpu", "--offline", "--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "o")]
+    project.main([*common, "train", "--ckpt-dir", str(tmp_path / "ck"), "--epochs", "1", "--width", "8",
+                  "--classifier-epochs", "1", "--batch-size", "32"])
+    out = capsys.readouterr().out
+    assert "data: MNIST from" in out and "270 train, 30 validation, 60 test" in out, out[:600]
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["source"] == "mnist"
+    assert all((raw / name).is_file() for name in project.MNIST_FILES), "unpacked beside the .gz files"
+    data = project.load_digit_images(tmp_path / "data", "auto", offline=True)
+    assert sorted(data["train"][1].tolist() + data["val"][1].tolist()) == sorted(train_labels.tolist())
+    assert data["test"][1].tolist() == test_labels.tolist(), "the digits written, in order"
+    printed = [shlex.split(x.split(".py ", 1)[1]) for x in out.splitlines() if x.startswith("  python ")]
+    assert [c[0] for c in printed] == ["evaluate", "sample"], "train prints the next commands for its run"
+    assert project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), *printed[0], "--n", "60"])["fid"] > 0
+
+    def fails(*args) -> str:
+        with pytest.raises(SystemExit) as info:
+            project.main([*common, "train", "--ckpt-dir", str(tmp_path / "ck2"), "--epochs", "1", *args])
+        assert info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
+        return err
+
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"x\n"))  # a placeholder, newer than its unpacked
+    os.utime(raw / "t10k-labels-idx1-ubyte", (1, 1))                          # file: unpacked again, then refused
+    err = fails()
+    assert "t10k-labels-idx1-ubyte.gz unpacks to no MNIST file" in err and "download it again" in err, err
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100))[:20])
+    assert "not a complete gzip file" in fails("--source", "mnist"), "unpacked again: the unpacked file is no MNIST"
+    gz = gzip.compress(b"\x00\x00\x08\x01" + (60).to_bytes(4, "big") + test_labels.byte().numpy().tobytes())
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gz)                     # the right file, copied with an old
+    os.utime(raw / "t10k-labels-idx1-ubyte.gz", (1, 1))                     # date (cp -p): still unpacked again
+    data = project.load_digit_images(tmp_path / "data", "auto", offline=True)
+    assert data["test"][1].tolist() == test_labels.tolist()

@@ -142,3 +142,39 @@ def test_thin_images_with_vgg_and_an_output_folder_are_refused_before_any_work(t
     with pytest.raises(SystemExit) as info:                         # --output a folder: a usage error, no work done
         project.main(["--device", "cpu", "--content", str(content), "--style", str(style), "--output", str(tmp_path)])
     assert info.value.code == 2
+
+
+def test_phone_photos_transparency_and_the_output_format(tmp_path, capsys):
+    """A phone portrait (stored landscape plus EXIF orientation 6) is stylised as the portrait viewers show; a
+    transparent image is laid on white, not black; --output's suffix picks JPEG or PNG, an unknown one is refused
+    before any work; the evaluate command printed afterwards runs as printed."""
+    import shlex
+
+    import torch
+    from PIL import Image
+
+    project = load_script(REPO / PROJECT)
+    content, style = write_images(tmp_path / "images")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(content).save(tmp_path / "phone.jpg", exif=exif)     # stored 80x60, shown 60x80
+    assert project.load_image(tmp_path / "phone.jpg", 40).shape == (1, 3, 40, 30), "upright: 30 wide, 40 high"
+    logo = np.zeros((32, 32, 4), dtype=np.uint8)                     # transparent black, an opaque red square
+    logo[8:24, 8:24] = (220, 30, 30, 255)
+    Image.fromarray(logo).save(tmp_path / "logo.png")
+    img = project.load_image(tmp_path / "logo.png", 32)[0]
+    assert img[:, :4, :4].min() > 0.99 and torch.allclose(img[:, 16, 16], torch.tensor([220, 30, 30]) / 255.0)
+
+    out = tmp_path / "out.jpg"
+    base = ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--size", "40", "--steps", "2", "--offline"]
+    project.main([*base, "--content", str(tmp_path / "phone.jpg"), "--style", str(style), "--output", str(out)])
+    with Image.open(out) as result:
+        assert result.format == "JPEG" and result.size == (30, 40), "JPEG bytes in a .jpg file, the portrait kept"
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  python "))
+    m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), *shlex.split(line.split(".py ", 1)[1])])
+    assert m["random_style_reduction"] > 0, "the printed evaluate command runs"
+    for name in ("out.gif", "out"):
+        with pytest.raises(SystemExit) as info:
+            project.main([*base, "--content", str(content), "--style", str(style), "--output", str(tmp_path / name)])
+        assert info.value.code == 2 and "ending in .png, .jpg or .jpeg" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
