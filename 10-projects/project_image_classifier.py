@@ -213,8 +213,11 @@ def fingerprint(items: list) -> str:
 def read_image(path: Path, orient: bool = True) -> torch.Tensor:
     """(3, H, W) uint8 RGB, turned as the file's EXIF orientation tag says: upright, as photo viewers show it (a phone
     stores a portrait photo as landscape pixels plus that tag); orient=False gives the pixels as stored. torchvision
-    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG
-    is scaled to 8 bits. A file that cannot be read is one ProjectError line that names it and says why."""
+    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF) and WebP to be turned (torchvision turns only JPEG
+    and PNG). An animated GIF gives its first frame, a 16-bit PNG is scaled to 8 bits. A file that cannot be read is
+    one ProjectError line that names it and says why."""
+    if orient and is_webp(path):
+        return pil_image(path, orient)
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=orient)
     except Exception:
@@ -224,6 +227,16 @@ def read_image(path: Path, orient: bool = True) -> torch.Tensor:
     if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
+
+
+def is_webp(path: Path) -> bool:
+    """A WebP file, told by its first bytes (RIFF....WEBP), whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def pil_image(path: Path, orient: bool) -> torch.Tensor:

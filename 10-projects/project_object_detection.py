@@ -223,8 +223,11 @@ def find_splits(root: Path, val_frac: float, test_frac: float, seed: int) -> dic
 def read_image(path: Path, orient: bool = True) -> torch.Tensor:
     """(3, H, W) uint8 RGB, turned as the file's EXIF orientation tag says: upright, as photo viewers show it (a phone
     stores a portrait photo as landscape pixels plus that tag); orient=False gives the pixels as stored. torchvision
-    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF). An animated GIF gives its first frame, a 16-bit PNG
-    is scaled to 8 bits. A file that cannot be read is one ProjectError line that names it and says why."""
+    decodes JPEG, PNG, WebP and GIF; Pillow the rest (BMP, TIFF) and WebP to be turned (torchvision turns only JPEG
+    and PNG). An animated GIF gives its first frame, a 16-bit PNG is scaled to 8 bits. A file that cannot be read is
+    one ProjectError line that names it and says why."""
+    if orient and is_webp(path):
+        return pil_image(path, orient)
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=orient)
     except Exception:
@@ -234,6 +237,16 @@ def read_image(path: Path, orient: bool = True) -> torch.Tensor:
     if image.dtype != torch.uint8:                        # a 16-bit PNG: 0..65535 -> 0..255
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
+
+
+def is_webp(path: Path) -> bool:
+    """A WebP file, told by its first bytes (RIFF....WEBP), whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def pil_image(path: Path, orient: bool) -> torch.Tensor:
@@ -890,7 +903,7 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
         raise ProjectError(f"{blocked[0]} is a folder: the drawn image cannot be written there (choose another "
                            "--output folder)")
     names = [c["name"] for c in config["categories"]]
-    results, drawn = [], []
+    results, drawn, bests = [], [], []
     with torch.inference_mode():
         for f, img in zip(files, pixels):
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
@@ -902,6 +915,7 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
                      "box_xyxy": [round(float(v), 1) for v in b]} for b, s, lab in zip(boxes, scores, labels)]
             # the best score of any box, kept or not: says whether an empty result is the threshold's doing
             best = float(raw["scores"].max()) if len(raw["scores"]) else 0.0
+            bests.append(best)                                    # unrounded: the hint's threshold must be below it
             results.append({"file": str(f), "detections": dets, "best_score": round(best, 4)})
             captions = [f"{d['label']} {d['score']:.2f}" for d in dets]
             palette = ("red", "lime", "yellow", "cyan", "magenta", "orange", "white")
@@ -914,8 +928,8 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
         atomic_write(out_dir / f"{f.stem}_detections.png", lambda p, pic=pic: write_png(pic, str(p)))
     atomic_write(output, lambda p: p.write_text(json.dumps(results, indent=2)))
     if not quiet:
-        for r in results[:6]:
-            hint = "" if r["detections"] else threshold_hint(r["best_score"], args.score_threshold)
+        for r, best in zip(results[:6], bests):
+            hint = "" if r["detections"] else threshold_hint(best)
             print(f"  {Path(r['file']).name}: {len(r['detections'])} objects (score >= {args.score_threshold}, NMS "
                   f"IoU {args.nms_iou}){hint}")
             for d in r["detections"][:8]:
@@ -925,12 +939,13 @@ def predict(args, device: torch.device, images: list[Path], ckpt_dir: Path, outp
     return {"images": len(files), "detections": sum(len(r["detections"]) for r in results)}
 
 
-def threshold_hint(best: float, threshold: float) -> str:
-    """For an image with no box at or above --score-threshold: its best score, and a threshold that would show it."""
-    if best < 0.05:
-        return f"; no box scored even 0.05 (best {best:.2f}): the model sees nothing it knows here"
-    lower = max(0.05, math.floor(best * 20) / 20)            # a round value at or below the best score
-    return f"; the best box scored {best:.2f}: to see it, lower the threshold, e.g. --score-threshold {lower:g}"
+def threshold_hint(best: float) -> str:
+    """For an image with no box at or above --score-threshold (so best < the threshold): its best score, and a
+    threshold that would show it."""
+    if best <= 0.05:
+        return f"; no box scored above 0.05 (best {best:.3f}): the model sees nothing it knows here"
+    lower = math.floor(best * 20 - 1e-9) / 20                # the largest multiple of 0.05 strictly below the best
+    return f"; the best box scored {best:.3f}: to see it, lower the threshold, e.g. --score-threshold {lower:.2f}"
 
 
 # ------------------------------------------------------------------------------------------------------------- demo

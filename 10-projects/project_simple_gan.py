@@ -149,8 +149,8 @@ def unpack_mnist(raw: Path) -> list[str]:
             if not target.is_file():
                 missing.append(name)
             continue
-        if target.is_file() and target.stat().st_mtime >= packed.stat().st_mtime and mnist_header(target, name):
-            continue                                             # unpacked before (a newer .gz is unpacked again)
+        if target.is_file() and mnist_header(target, name):
+            continue    # unpacked before: read as it is (a copy may date it before its .gz; a mount may be read-only)
         try:
             with gzip.open(packed, "rb") as f:
                 data = f.read()
@@ -219,6 +219,10 @@ def load_digit_images(data_dir: Path, source: str, offline: bool) -> dict:
             g = torch.Generator().manual_seed(0)
             perm = torch.randperm(len(x), generator=g)
             n_val = min(5000, len(x) // 10)                                   # 5,000 of MNIST's 60,000
+            if n_val < 2:
+                raise ProjectError(f"{raw} holds {len(x)} training digits: too few to keep a tenth (at least 2) for "
+                                   "validation, where the Frechet distance is measured; add digits, or remove the "
+                                   "MNIST files to train on scikit-learn's digits")
             val, tr = perm[:n_val], perm[n_val:]
             print(f"data: MNIST from {data_dir} ({len(tr)} train, {len(val)} validation, {len(xt)} test)")
             return {"source": "mnist", "train": (x[tr], train.targets[tr]), "val": (x[val], train.targets[val]),

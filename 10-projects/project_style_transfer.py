@@ -359,8 +359,9 @@ def run_stylize(args, device, content_path: Path, style_path: Path, output: Path
     seconds = time.perf_counter() - start
     save_image(output, result)
     print(f"stylised image: {output}  ({args.steps} steps in {seconds:.1f} s)")
+    saved = load_image(output, args.size, shape=tuple(content.shape[-2:])).to(device)   # 8-bit, JPEG-compressed
     judge = RandomFeatures(args.seed + 1000).to(device).eval()       # never optimised against: a fair second opinion
-    m = measure({kind: net, "heldout_random": judge}, content, style, result)
+    m = measure({kind: net, "heldout_random": judge}, content, style, saved)  # the file, as `evaluate` scores it
     print(f"style distance to the style image ({kind} features): content image {m[f'{kind}_style_dist_content']:.4f}"
           f" -> result {m[f'{kind}_style_dist_result']:.4f} ({m[f'{kind}_style_reduction']:.1f}x smaller)")
     print(f"on a held-out random network it never saw: {m['heldout_random_style_dist_content']:.4f} -> "

@@ -360,11 +360,13 @@ def write_tagged_photo(path, orientation=6):
 
 
 def test_exif_orientation_is_applied_as_viewers_show_the_photo(tmp_path, project):
-    for name in ("phone.jpg", "scan.tif"):                    # torchvision's decoder, then Pillow's
+    # torchvision's decoder (JPEG); Pillow's (TIFF, and WebP, which torchvision reads but does not turn)
+    for name in ("phone.jpg", "scan.tif", "web.webp"):
         img = project.read_image(write_tagged_photo(tmp_path / name))
         assert img.shape == (3, 40, 20), f"{name}: a portrait, as viewers show it (the stored pixels are landscape)"
         assert img[:, :8].float().mean() > 200 and img[:, -20:].float().mean() < 50, f"{name}: white band on top"
-    assert project.read_image(tmp_path / "phone.jpg", orient=False).shape == (3, 20, 40), "orient=False: as stored"
+    for name in ("phone.jpg", "web.webp"):
+        assert project.read_image(tmp_path / name, orient=False).shape == (3, 20, 40), f"{name}, orient=False: stored"
 
 
 def test_hidden_files_are_skipped_and_unreadable_files_say_why(tmp_path, project):

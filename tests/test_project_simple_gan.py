@@ -250,8 +250,11 @@ def test_mnist_gz_files_are_unpacked_and_used_offline(tmp_path, project, capsys)
         assert err.count("\n") == 0 and err.startswith("error: "), f"one line, no traceback: {err!r}"
         return err
 
-    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"x\n"))  # a placeholder, newer than its unpacked
-    os.utime(raw / "t10k-labels-idx1-ubyte", (1, 1))                          # file: unpacked again, then refused
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"x\n"))  # a newer .gz beside a valid unpacked
+    os.utime(raw / "t10k-labels-idx1-ubyte", (1, 1))                          # file (a copy, a read-only mount): the
+    data = project.load_digit_images(tmp_path / "data", "auto", offline=True)  # unpacked file is read as it is
+    assert data["test"][1].tolist() == test_labels.tolist(), "a valid unpacked file is used, not unpacked again"
+    (raw / "t10k-labels-idx1-ubyte").unlink()                               # only the placeholder .gz: refused
     err = fails()
     assert "t10k-labels-idx1-ubyte.gz unpacks to no MNIST file" in err and "download it again" in err, err
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100))[:20])
@@ -261,3 +264,15 @@ def test_mnist_gz_files_are_unpacked_and_used_offline(tmp_path, project, capsys)
     os.utime(raw / "t10k-labels-idx1-ubyte.gz", (1, 1))                     # date (cp -p): still unpacked again
     data = project.load_digit_images(tmp_path / "data", "auto", offline=True)
     assert data["test"][1].tolist() == test_labels.tolist()
+
+
+def test_an_mnist_set_too_small_to_validate_is_refused(tmp_path, project, capsys):
+    """15 training digits keep 1 for validation, where the Frechet distance (NaN on one image) decides what is kept:
+    one line saying the set is too small, not a 'diverged' blamed on the learning rate."""
+    write_mnist_gz(tmp_path / "data" / "MNIST" / "raw", project, n_train=15, n_test=20)
+    with pytest.raises(SystemExit) as info:
+        project.main(["--device", "cpu", "--offline", "--data-dir", str(tmp_path / "data"), "--out-dir",
+                      str(tmp_path / "o"), "train", "--ckpt-dir", str(tmp_path / "ck"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and err.count("\n") == 0, err
+    assert "15 training digits: too few" in err and not (tmp_path / "ck").exists(), err
