@@ -167,12 +167,13 @@ def test_phone_photos_transparency_and_the_output_format(tmp_path, capsys):
 
     out = tmp_path / "out.jpg"
     base = ["--device", "cpu", "--out-dir", str(tmp_path / "o"), "--size", "40", "--steps", "2", "--offline"]
-    project.main([*base, "--content", str(tmp_path / "phone.jpg"), "--style", str(style), "--output", str(out)])
+    made = project.main([*base, "--content", str(tmp_path / "phone.jpg"), "--style", str(style), "--output", str(out)])
     with Image.open(out) as result:
         assert result.format == "JPEG" and result.size == (30, 40), "JPEG bytes in a .jpg file, the portrait kept"
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  python "))
     m = project.main(["--device", "cpu", "--out-dir", str(tmp_path / "ev"), *shlex.split(line.split(".py ", 1)[1])])
-    assert m["random_style_reduction"] > 0, "the printed evaluate command runs"
+    for key in ("random_style_reduction", "heldout_random_style_reduction"):  # stylize scored the file it saved
+        assert m[key] == pytest.approx(made[key], rel=1e-5), f"{key}: the printed evaluate gives stylize's figure"
     for name in ("out.gif", "out"):
         with pytest.raises(SystemExit) as info:
             project.main([*base, "--content", str(content), "--style", str(style), "--output", str(tmp_path / name)])
