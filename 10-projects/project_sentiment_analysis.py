@@ -47,6 +47,7 @@ import re
 import shlex
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -427,6 +428,11 @@ def load_model(ckpt_dir: Path, name: str, config: dict, device) -> nn.Module:
 
 
 def train(args, device, data: Path, ckpt_dir: Path) -> dict:
+    stored = {}                                          # --resume reads the columns the checkpoint was trained on
+    if args.resume and (ckpt_dir / "train_state.pt").is_file() and not (args.text_col and args.label_col):
+        stored = json.loads(load_train_state(ckpt_dir / "train_state.pt")["config"])
+    args = argparse.Namespace(**{**vars(args), "text_col": args.text_col or stored.get("text_col") or "text",
+                                 "label_col": args.label_col or stored.get("label_col") or "label"})
     texts, labels = read_texts(data, "train", args.text_col, args.label_col)
     classes = sorted(set(labels))
     if len(classes) < 2:
@@ -628,7 +634,11 @@ def evaluate(args, device, data: Path, ckpt_dir: Path, out_dir: Path, n_wrong: i
     labels = match_classes(labels, classes, data)
     unknown = sorted(set(labels) - set(classes))
     if unknown:
-        raise ProjectError(f"{data} has labels {unknown} the checkpoint does not know (it was trained on {classes})")
+        shown = ", ".join(repr(textwrap.shorten(u, 40, placeholder="...")) for u in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        swapped = " (are --text-col and --label-col the right way round?)" if len(unknown) > 5 else ""
+        raise ProjectError(f"{data} has {len(unknown)} label{'s' * (len(unknown) > 1)} the checkpoint does not know: "
+                           f"{shown}{more}; it was trained on {classes}{swapped}")
     models = {name: load_model(ckpt_dir, name, config, device) for name in MODELS}
     stoi = {w: i for i, w in enumerate(config["vocab"])}
     seqs = encode(texts, stoi)
@@ -914,8 +924,10 @@ def parse_args(argv):
                        help="a CSV with text and label columns (see --text-col, --label-col), separated by commas, "
                             "semicolons, tabs or '|' (read off its header), or an aclImdb-style folder (train/ and "
                             "test/ holding pos/ and neg/ with one .txt per text)")
-    p_train.add_argument("--text-col", default="text", help="the CSV column holding the texts (any case)")
-    p_train.add_argument("--label-col", default="label", help="the CSV column holding the labels (any case)")
+    p_train.add_argument("--text-col", default=None, help="the CSV column holding the texts, in any case (default: "
+                         "text; with --resume, the checkpoint's)")
+    p_train.add_argument("--label-col", default=None, help="the CSV column holding the labels, in any case (default: "
+                         "label; with --resume, the checkpoint's)")
     p_eval.add_argument("--text-col", default=None,
                         help="the CSV column holding the texts (default: the one the checkpoint was trained with)")
     p_eval.add_argument("--label-col", default=None,

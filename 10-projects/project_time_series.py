@@ -107,7 +107,7 @@ def read_series(path: Path, time_col: str | None, target: str | None, features: 
     parse (ISO dates, numbers, or `time_format`) so their order can be checked; unequal steps give data['warning']."""
     if not path.is_file():
         raise ProjectError(f"no such CSV file: {path}")
-    csv.field_size_limit(2**31 - 1)   # the default caps a field at 131,072 characters (a long note column)
+    old_limit = csv.field_size_limit(2**31 - 1)   # the default caps a field at 131,072 characters (a long note)
     reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: Excel's "CSV UTF-8" starts with a BOM
@@ -116,6 +116,8 @@ def read_series(path: Path, time_col: str | None, target: str | None, features: 
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         where = f" (line {reader.line_num})" if isinstance(err, csv.Error) and reader is not None else ""
         raise ProjectError(f"{path} is not a readable CSV file{where}: {err}") from None
+    finally:
+        csv.field_size_limit(old_limit)           # a process-wide setting: put it back
     if len(rows) < 2:
         raise ProjectError(f"{path} has no data rows (a header line and one row per time step are expected)")
     header = [h.strip() for h in rows[0][1]]
@@ -153,8 +155,11 @@ def read_series(path: Path, time_col: str | None, target: str | None, features: 
     parsed = parse_times(path, times, lines, time_col, time_format, header, body)
     for k, (a, b) in enumerate(zip(parsed, parsed[1:])):
         if b == a:
+            clock = isinstance(b, datetime) and b.tzinfo is None and (b.hour, b.minute, b.second) != (0, 0, 0)
+            dst = ("; local clock times repeat an hour when daylight saving time ends: write the times in UTC or "
+                   "with their offset (2022-10-30T02:00+01:00)") if clock else ""
             raise ProjectError(f"{path} line {lines[k + 1]}: time {times[k + 1]!r} repeats line {lines[k]}: "
-                               "one row per time step (remove or merge the duplicate)")
+                               f"one row per time step (remove or merge the duplicate){dst}")
         if b < a:
             raise ProjectError(f"{path} line {lines[k + 1]}: time {times[k + 1]!r} does not come after "
                                f"{times[k]!r}: sort the rows by {time_col!r}{time_col_hint(header, body, time_col)}")
@@ -174,10 +179,15 @@ def _parse_time(text: str, time_format: str | None = None):
         return value if math.isfinite(value) else None
     except ValueError:
         pass
+    if m := _QUARTER.fullmatch(text.strip()):               # 2000-Q1, 2000Q1: the quarter's first day
+        return datetime(int(m[1]), 3 * int(m[4]) - 2, 1)
     try:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+_QUARTER = re.compile(r"(\d{4})(\s*-?\s*)([Qq])([1-4])")   # year, separator, Q, quarter
 
 
 # 01/31/2022, 31.01.2022, 2022/01/31, 31-01-22, optionally followed by a time of day (14:00 or 14:00:05)
@@ -244,8 +254,8 @@ def parse_times(path: Path, times: list[str], lines: list[int], time_col: str, t
         other_col = time_col_hint(header, body, time_col)
         if other_col and not _DATE_SHAPE.fullmatch(times[k]):    # 'S1' in the first column, dates in another
             raise ProjectError(f"{where}, not a time{other_col}")
-        raise ProjectError(f"{where}, neither an ISO date (2022-01-31, 2022-01-31 14:00) nor a number, so the rows' "
-                           f"order cannot be checked; give its format: {format_hint(times)}")
+        raise ProjectError(f"{where}, neither an ISO date (2022-01-31, 2022-01-31 14:00), a quarter (2022-Q1) nor a "
+                           f"number, so the rows' order cannot be checked; give its format: {format_hint(times)}")
     kinds = ["number" if isinstance(p, float) else "date with a time zone" if p.tzinfo else "date" for p in parsed]
     if len(set(kinds)) > 1:
         k = next(i for i, kind in enumerate(kinds) if kind != kinds[0])
@@ -272,15 +282,14 @@ def uneven_steps(path: Path, times: list[str], parsed: list, lines: list[int]) -
     if isinstance(parsed[0], float):
         unit, steps = "number", [float(f"{b - a:.6g}") for a, b in zip(parsed, parsed[1:])]
     else:
-        days = np.median([(b - a).total_seconds() / 86400 for a, b in zip(parsed, parsed[1:])])
-        if days >= 27:   # monthly or longer: a step is a number of months, to the same day (or each month's last)
-            anchor, clock = Counter(p.day for p in parsed).most_common(1)[0][0], parsed[0].time()
-            on_time = [p.time() == clock and p.day == min(anchor, calendar.monthrange(p.year, p.month)[1])
-                       for p in parsed]
-            unit, steps = "month", [float((b.year - a.year) * 12 + b.month - a.month) if on_time[k + 1] else -1.0
-                                    for k, (a, b) in enumerate(zip(parsed, parsed[1:]))]   # -1: off the day
+        seconds = [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])]
+        if len(set(seconds)) == 1:                   # every step the same: regular, whatever its size (28 days too)
+            return None
+        if np.median(seconds) / 86400 >= 27:         # monthly or longer: a step is a number of calendar months, on
+            unit, steps = "month", [float((b.year - a.year) * 12 + b.month - a.month)   # any day (first business day)
+                                    for a, b in zip(parsed, parsed[1:])]
         else:
-            unit, steps = "seconds", [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])]
+            unit, steps = "seconds", seconds
     common = Counter(steps).most_common(1)[0][0]
     weekdays_only = unit == "seconds" and common == 86400 and all(p.weekday() < 5 for p in parsed)
     weekend = [weekdays_only and s == 3 * 86400 and parsed[k].weekday() == 4   # Friday to Monday
@@ -349,6 +358,9 @@ def future_times(times: list[str], n: int, time_format: str | None = None) -> li
         step = float(np.median(np.diff(parsed)))
         return [f"{last + k * step:g}" for k in range(1, n + 1)]
     days = float(np.median([(b - a).total_seconds() / 86400 for a, b in zip(parsed, parsed[1:])]))
+    if m := _QUARTER.fullmatch(times[-1].strip()):  # quarters go on in the CSV's own spelling: 2000-Q4, 2001-Q1
+        q = int(m[1]) * 4 + int(m[4]) - 1
+        return [f"{(q + k) // 4}{m[2]}{m[3]}{(q + k) % 4 + 1}" for k in range(1, n + 1)]
     if 27 <= days <= 32:  # monthly data: months are not a fixed number of days, so step the month itself
         out = []
         for k in range(1, n + 1):
@@ -651,6 +663,8 @@ def train(args, device: torch.device, csv_path: Path, ckpt_dir: Path, quiet: boo
                                    f"has {config.get(key)!r}; use a new --ckpt-dir to start afresh")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        for group in optimizer.param_groups:         # the run's --lr (the checkpoint's unless typed again)
+            group["lr"] = args.lr
         gen.set_state(saved["loader_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = json.loads(saved["state"])

@@ -7,6 +7,7 @@ import os
 import random
 
 import pytest
+import torch
 from harness import REPO, load_script, run_subprocess
 
 pytestmark = pytest.mark.smoke
@@ -282,6 +283,19 @@ def test_uneven_time_steps_get_a_one_line_warning(tmp_path, project_main, capsys
     weekdays = write_daily_csv(tmp_path / "weekdays.csv", rows=60,
                                keep=lambda i: (dt.date(2023, 1, 1) + dt.timedelta(days=i)).weekday() < 5)
     assert project.read_series(weekdays, None, None, None)["warning"] is None, "weekday data skips weekends"
+    business = tmp_path / "first_business_day.csv"                      # one row a month, on its first weekday
+    firsts = [dt.date(2000 + i // 12, i % 12 + 1, 1) for i in range(40)]
+    firsts = [d + dt.timedelta(days={5: 2, 6: 1}.get(d.weekday(), 0)) for d in firsts]
+    business.write_text("day,close\n" + "".join(f"{d.isoformat()},{i}\n" for i, d in enumerate(firsts)))
+    assert project.read_series(business, None, None, None)["warning"] is None, "monthly, on varying days"
+    fourweekly = tmp_path / "fourweekly.csv"                            # every 28 days: equal steps
+    fourweekly.write_text("day,n\n" + "".join(f"{dt.date(2011, 1, 3) + dt.timedelta(days=28 * i)},{i}\n"
+                                               for i in range(40)))
+    assert project.read_series(fourweekly, None, None, None)["warning"] is None, "28-day steps are equal steps"
+    gap = tmp_path / "missing_month.csv"
+    gap.write_text("month,sales\n" + "".join(f"{2000 + i // 12}-{i % 12 + 1:02d}-01,{i}\n" for i in range(40)
+                                              if i != 17))
+    assert "1 of 38 differ from the most common step (1 month)" in project.read_series(gap, None, None, None)["warning"]
 
 
 def test_a_field_longer_than_csv_default_limit_is_read(tmp_path):
@@ -289,7 +303,12 @@ def test_a_field_longer_than_csv_default_limit_is_read(tmp_path):
     with --features) must not make the CSV unreadable."""
     project = load_script(REPO / PROJECT)
     data = write_daily_csv(tmp_path / "notes.csv", rows=60, extra=("note", lambda i: "x" * (200_000 if i == 5 else 3)))
-    series = project.read_series(data, None, None, ["visits", "promo"])
+    before = csv.field_size_limit(131_072)            # csv's default, whatever an earlier test left
+    try:
+        series = project.read_series(data, None, None, ["visits", "promo"])
+        assert csv.field_size_limit() == 131_072, "the process-wide limit is put back after reading"
+    finally:
+        csv.field_size_limit(before)
     assert series["columns"] == ["visits", "promo"] and len(series["values"]) == 60
 
 
@@ -308,6 +327,9 @@ def test_resume_takes_the_checkpoint_settings_unless_given(tmp_path, project_mai
     assert json.loads((tmp_path / "ck" / "config.json").read_text())["horizon"] == 7
     assert project.main(base + ["--resume"])["epochs_run"] == 0, "--epochs 2 is now the checkpoint's: nothing to do"
     assert "horizon=7" in fails(*base[4:], "--resume", "--horizon", 5, "--epochs", 3)
+    project.main(base + ["--resume", "--epochs", "3", "--lr", "0.01"])      # a --lr typed again is the one used
+    optimizer = torch.load(tmp_path / "ck" / "train_state.pt", weights_only=True)["optimizer"]
+    assert [g["lr"] for g in optimizer["param_groups"]] == [0.01], "the optimizer ran at the --lr given"
 
 
 def test_train_prints_the_next_commands(tmp_path, capsys):
@@ -319,3 +341,26 @@ def test_train_prints_the_next_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     for command in ("evaluate", "predict "):
         assert f"{command} --csv {data} --ckpt-dir {ckpt} --out-dir {tmp_path / 'o'}" in out, out[-600:]
+
+
+def test_quarters_are_read_and_continued_and_a_repeated_clock_hour_names_daylight_saving(tmp_path, project_main):
+    """Quarterly labels (2000-Q1, as pandas and statistics offices write them) are times: their order is checked and
+    the forecast goes on in quarters, spelt as in the CSV. A repeated local clock hour (daylight saving time ends)
+    is refused with the remedy: UTC or offsets."""
+    project, fails = project_main
+    quarterly = tmp_path / "gdp.csv"
+    quarterly.write_text("quarter,gdp\n" + "".join(f"{2000 + i // 4}-Q{i % 4 + 1},{100 + i + (i % 4) * 3}\n"
+                                                  for i in range(60)))
+    series = project.read_series(quarterly, None, None, None)
+    assert series["warning"] is None and len(series["values"]) == 60
+    assert project.future_times(series["times"], 3) == ["2015-Q1", "2015-Q2", "2015-Q3"]
+    assert project.future_times(["1999Q3", "1999Q4"], 2) == ["2000Q1", "2000Q2"]
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("quarter,gdp\n2000-Q2,1\n2000-Q1,2\n2000-Q3,3\n")
+    assert "does not come after" in fails("train", "--csv", shuffled)
+    dst = tmp_path / "dst.csv"
+    hours = [f"2022-10-30 0{h}:00" for h in (0, 1, 2, 2, 3, 4)]
+    dst.write_text("time,load\n" + "".join(f"{t},{i}\n" for i, t in enumerate(hours)))
+    err = fails("train", "--csv", dst)
+    assert "repeats line" in err and "daylight saving" in err and "UTC" in err, err
+
