@@ -1,11 +1,12 @@
 """Project: forecast the next steps of your own time series, with honest baselines and measured intervals.
 
 Point it at a CSV with a time column and one or more numeric columns, one row per time step, oldest first. The time
-column holds ISO dates or datetimes (2022-01-31, 2022-01-31 14:00), quarters (2022-Q1), numbers, or dates in a
-format you name with --time-format (e.g. '%m/%d/%Y' for 01/31/2022): the rows' order is checked, and a warning says
-when the steps between them are not all equal. It trains an LSTM that reads the last `--window` rows (every numeric column is an input) and forecasts the next `--horizon` values of `--target`, as three
-quantiles (10%, 50%, 90%): a median forecast and an 80% prediction interval, trained with the quantile (pinball)
-loss. Everything a forecaster must do honestly is done here:
+column holds ISO dates or datetimes (2022-01-31, 2022-01-31 14:00), quarters (2022-Q1), numbers, or dates in a format
+you name with --time-format (e.g. '%m/%d/%Y' for 01/31/2022): the rows' order is checked, and a warning says when the
+steps between them are not all equal. It trains an LSTM that reads the last `--window` rows (every numeric column is an
+input) and forecasts the next `--horizon` values of `--target`, as three quantiles (10%, 50%, 90%): a median forecast
+and an 80% prediction interval, trained with the quantile (pinball) loss. Everything a forecaster must do honestly is
+done here:
 - chronological train / validation / test splits (no shuffling across time), normalisation fitted on the training
   part only, windows whose targets never cross into a later split;
 - the model forecasts the correction to the seasonal-naive forecast (or, with no season, to the last value): it
