@@ -19,7 +19,7 @@ from torch import nn
 def build_mlp(in_features: int, hidden: int, out_features: int) -> nn.Module:
     """Exercise 1: Build a one-hidden-layer MLP as an nn.Module.
 
-    Return a module that maps (B, in_features) to (B, out_features) through
+    Return a module that maps (B, in_features) to (B, out_features) through two nn.Linear layers,
     Linear(in_features, hidden) -> ReLU -> Linear(hidden, out_features).
     Its parameters must be visible to .parameters() (so an optimizer can train them). Lesson 01.
 

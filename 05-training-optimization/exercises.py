@@ -124,8 +124,9 @@ def early_stopping_epoch(val_losses: list[float], patience: int, min_delta: floa
     """Exercise 6: when does early stopping stop, and which epoch is the best?
 
     Walk through the validation losses (one per epoch, epoch 0 first). An epoch *improves* when its loss is below
-    best - min_delta (the first epoch always improves). Training stops at the epoch where `patience` epochs in a row
-    have not improved. Return (stop_epoch, best_epoch); if it never stops, stop_epoch is the last epoch.
+    best - min_delta (the first epoch always improves); `best` and `best_epoch` change only when an epoch improves.
+    Training stops at the epoch where `patience` epochs in a row have not improved. Return (stop_epoch, best_epoch);
+    if it never stops, stop_epoch is the last epoch.
 
     Example:
         >>> early_stopping_epoch([1.0, 0.8, 0.9, 0.85, 0.82, 0.7], patience=3)

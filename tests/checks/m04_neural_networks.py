@@ -5,6 +5,7 @@ with the reference solution) and raises AssertionError("expected ..., got ...").
 """
 
 import copy
+import math
 import random
 from unittest import mock
 
@@ -32,7 +33,9 @@ def check_build_mlp(fn):
     assert n == expected_n, f"expected {expected_n} parameters visible to model.parameters(), got {n} ({why})"
     linears.sort(key=lambda m: m.in_features != 6)  # a class may define its layers in any order
     shapes = [tuple(m.weight.shape) for m in linears]
-    assert shapes == [(10, 6), (4, 10)], f"expected Linear weights of shapes [(10, 6), (4, 10)], got {shapes}"
+    assert shapes == [(10, 6), (4, 10)], (
+        f"expected two nn.Linear layers among model.modules(), with weights of shapes [(10, 6), (4, 10)], got "
+        f"{shapes or 'no nn.Linear'}")
     x = torch.randn(32, 6)
     got = model(x)
     first, second = linears
@@ -93,6 +96,11 @@ def check_linear_forward(fn):
     x3 = torch.randn(2, 3, 6)
     expected3 = torch.einsum("btk,jk->btj", x3, weight) + bias
     _close(fn(x3, weight, bias), expected3, "linear_forward on a (2, 3, 6) input")
+    x64, w64, b64 = x3.double(), weight.double(), bias.double()
+    got64 = fn(x64, w64, b64)
+    assert isinstance(got64, torch.Tensor) and got64.dtype == torch.float64, (
+        f"float64 inputs: expected a float64 result, as nn.Linear in float64 gives, got {describe(got64)}")
+    _close(got64, torch.einsum("btk,jk->btj", x64, w64) + b64, "linear_forward in float64", atol=1e-12)
 
 
 def check_cross_entropy_from_logits(fn):
@@ -104,6 +112,10 @@ def check_cross_entropy_from_logits(fn):
     big = torch.tensor([[1000.0, 0.0, 0.0], [0.0, 1000.0, -1000.0]])
     expected_big = torch.tensor((1000.0 + 1000.0) / 2)  # row 0 targets class 1, row 1 targets class 0
     _close(fn(big, torch.tensor([1, 0])), expected_big, "cross-entropy with logits of 1000", atol=1e-3)
+    mixed = torch.tensor([[2.0, 0.0, -1.0], [1000.0, 0.0, 0.0]])  # the docstring's example: rows of other scales
+    expected_mixed = torch.tensor((math.log(1 + math.exp(-2) + math.exp(-3)) + 1000.0) / 2)
+    _close(fn(mixed, torch.tensor([0, 1])), expected_mixed, "the docstring's example, rows of different scales "
+           "(subtract each row's own max)", atol=1e-3)
 
 
 def check_bce_with_logits(fn):
@@ -185,6 +197,7 @@ def check_sgd_momentum_step(fn):
     ours = [torch.randn(s, requires_grad=True) for s in shapes]
     theirs = [p.detach().clone().requires_grad_(True) for p in ours]
     velocities = [torch.zeros(s) for s in shapes]
+    held = list(velocities)  # the caller's own tensors: they must change, not just the list's entries
     optimizer = torch.optim.SGD(theirs, lr=lr, momentum=mu)
     for step in range(1, 6):
         grads = [torch.randn(s) for s in shapes]
@@ -192,6 +205,11 @@ def check_sgd_momentum_step(fn):
             p.grad, q.grad = g.clone(), g.clone()
         result = fn(ours, velocities, lr, mu)
         assert result is None, f"expected None (update in place), got {type(result).__name__}"
+        assert all(v is h for v, h in zip(velocities, held)), (
+            "expected the velocity tensors updated in place (v.mul_(mu).add_(grad)); velocities[i] = ... puts a new "
+            "tensor in the list and leaves the caller's tensor as it was")
+        for i, (p, g) in enumerate(zip(ours, grads)):
+            assert torch.equal(p.grad, g), f"expected parameter {i}'s .grad left as it was, but the step changed it"
         optimizer.step()
         for i, (p, q) in enumerate(zip(ours, theirs)):
             err = (p.detach() - q.detach()).abs().max().item()

@@ -6,6 +6,7 @@ Expectations are computed here, by hand or with other torch ops, never by callin
 import copy
 import math
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -33,8 +34,10 @@ def check_warmup_cosine_lr(fn):
             assert isinstance(got, float), f"expected a Python float, got {describe(got)}"
             if step < warm:
                 why = "the warm-up is base_lr * (step + 1) / warmup_steps"
-            elif _close(got, 0.5 * base * (1 + math.cos(math.pi * (step - warm) / (total - warm)))):
-                why = "the cosine ends at min_lr: min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * progress))"
+            elif any(_close(got, lo + 0.5 * base * (1 + math.cos(math.pi * (step - warm) / (total - warm))))
+                     for lo in (0.0, low)):
+                why = ("the cosine goes from base_lr to min_lr: min_lr + 0.5 * (base_lr - min_lr) * "
+                       "(1 + cos(pi * progress))")
             else:
                 why = "the cosine's progress counts from the end of the warm-up: (step - warmup) / (total - warmup)"
             assert _close(got, expected), (
@@ -215,7 +218,11 @@ def check_save_checkpoint(fn):
             "from another filesystem (the system's temp folder often is one); tempfile.mkstemp(dir=path.parent)")
         leftovers = sorted(p.name for p in Path(tmp).iterdir() if p.name != "ckpt.pt")
         assert not leftovers, f"expected no temporary files left behind, found {leftovers}"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise AssertionError("the checkpoint cannot be loaded with weights_only=True: store state_dict()s "
+                                 "(tensors and plain values), not the model, optimizer or scheduler objects") from None
     assert isinstance(state, dict), f"expected a dict in the checkpoint, got {type(state).__name__}"
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in state]
     assert not missing, f"expected the keys model, optimizer, scheduler and epoch; missing {missing}"

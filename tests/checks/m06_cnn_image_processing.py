@@ -183,7 +183,9 @@ def check_prepare_for_transfer(fn):
     still = [name for name, p in backbone.items() if p.requires_grad]
     assert not still, f"expected every backbone parameter frozen (requires_grad False), still trainable: {still}"
     assert all(p.requires_grad for p in model.fc.parameters()), "expected the new head's parameters to be trainable"
-    params = list(params)
+    assert isinstance(params, list), (
+        f"expected a list of parameters, got {describe(params)} (model.fc.parameters() is a generator: an optimizer "
+        "would empty it, and a second use finds nothing; list(...) it)")
     head_ids = {id(p) for p in model.fc.parameters()}
     assert {id(p) for p in params} == head_ids and len(params) == len(head_ids), (
         f"expected exactly the head's {len(head_ids)} parameters for the optimizer, got {len(params)} tensors "

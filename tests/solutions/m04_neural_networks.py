@@ -57,6 +57,10 @@ def linear_forward(x, weight, bias):
     return x @ weight.T + bias
 
 
+def linear_forward__casts_to_float32(x, weight, bias):
+    return x.float() @ weight.float().T + bias.float()  # float64 in, float32 out
+
+
 def linear_forward__no_transpose(x, weight, bias):
     return x @ weight + bias
 
@@ -68,6 +72,12 @@ def linear_forward__calls_f_linear(x, weight, bias):
 # Exercise 4
 def cross_entropy_from_logits(logits, targets):
     log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -log_probs[torch.arange(len(targets)), targets].mean()
+
+
+def cross_entropy_from_logits__one_max_for_the_whole_batch(logits, targets):
+    m = logits.max()  # a row of small logits beside a row of 1000s: exp(2 - 1000) is 0, log(0) is -inf
+    log_probs = logits - m - (logits - m).exp().sum(dim=1, keepdim=True).log()
     return -log_probs[torch.arange(len(targets)), targets].mean()
 
 
@@ -181,6 +191,13 @@ def sgd_momentum_step(params, velocities, lr, momentum):
         for p, v in zip(params, velocities):
             v.mul_(momentum).add_(p.grad)
             p.sub_(lr * v)
+
+
+def sgd_momentum_step__replaces_the_list_entries(params, velocities, lr, momentum):
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            velocities[i] = momentum * velocities[i] + p.grad  # a new tensor in the list: the caller's is unchanged
+            p.sub_(lr * velocities[i])
 
 
 def sgd_momentum_step__rebinds_velocity(params, velocities, lr, momentum):

@@ -247,6 +247,14 @@ def save_checkpoint__temp_file_left_behind(path, model, optimizer, scheduler, ep
     os.replace(path.with_suffix(".new"), path)  # and the .tmp copy stays on disk
 
 
+def save_checkpoint__pickles_the_objects(path, model, optimizer, scheduler, epoch):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({"model": model, "optimizer": optimizer, "scheduler": scheduler, "epoch": epoch}, tmp)  # objects
+    os.replace(tmp, path)
+
+
 def save_checkpoint__copied_not_moved(path, model, optimizer, scheduler, epoch):
     path = Path(path)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -183,6 +183,12 @@ def prepare_for_transfer(model, num_classes):
     return list(model.fc.parameters())
 
 
+def prepare_for_transfer__returns_a_generator(model, num_classes):
+    model.requires_grad_(False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model.fc.parameters()  # a generator: empty after its first use
+
+
 def prepare_for_transfer__head_without_bias(model, num_classes):
     model.requires_grad_(False)
     model.fc = nn.Linear(model.fc.in_features, num_classes, bias=False)
