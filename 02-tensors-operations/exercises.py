@@ -159,6 +159,7 @@ def stable_logsumexp(x: torch.Tensor) -> torch.Tensor:
 
     Given float32 x of shape (R, C), return the (R,) tensor log(sum_j exp(x[r, j])). It must stay finite and
     accurate when entries are huge (1000) or very negative (-1000), where exp overflows to inf or underflows to 0.
+    Write the max-shift yourself: logcumsumexp, logaddexp and log_softmax are refused too (they do it for you).
 
     Example:
         x = [[1000., 1000.], [-1000., -1000.]]  ->  [1000.6931, -999.3069]

@@ -132,9 +132,10 @@ def features_with_hook(model: nn.Module, layer: str, x: torch.Tensor) -> torch.T
         f = features_with_hook(resnet18(), "layer3", torch.randn(2, 3, 64, 64))    # (2, 256, 4, 4)
 
     Hint: module = dict(model.named_modules())[layer]; handle = module.register_forward_hook(fn) where
-    fn(module, inputs, output) stores output; model.eval() and torch.no_grad() around model(x); then
-    handle.remove(). Forgetting eval() makes BatchNorm normalise with this batch's statistics: features then
-    depend on what else is in the batch.
+    fn(module, inputs, output) stores output.clone() (a later ReLU(inplace=True), as in torchvision's ResNets,
+    overwrites the tensor itself); model.eval() and torch.no_grad() around model(x); then handle.remove().
+    Forgetting eval() makes BatchNorm normalise with this batch's statistics: features then depend on what else is
+    in the batch.
     """
     raise NotImplementedError("Exercise 7: features_with_hook")
 

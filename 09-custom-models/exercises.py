@@ -86,8 +86,8 @@ def calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 1
     as a Python float.
 
     Example:
-        probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]); labels = torch.tensor([0, 1, 1])
-        # confidences 0.9 (right), 0.6 (wrong), 0.7 (right): ECE = (1/3)(0.1) + (1/3)(0.6) + (1/3)(0.3) = 0.3333
+        probs = torch.tensor([[0.85, 0.15], [0.65, 0.35], [0.28, 0.72]]); labels = torch.tensor([0, 1, 1])
+        # confidences 0.85 (right), 0.65 (wrong), 0.72 (right), one per bin: ECE = (0.15 + 0.65 + 0.28) / 3 = 0.36
 
     Hint: conf, pred = probs.max(dim=1); bin index = ceil(conf * n_bins) - 1 (clamped to 0..n_bins-1). Weight each
     bin's gap by its share of the samples: a plain mean over bins lets a bin of 2 samples count as much as one of

@@ -32,7 +32,7 @@ def describe(value) -> str:
         shown = [_shape_only(v) if isinstance(v, torch.Tensor) else describe(v) for v in value[:4]]
         more = ", ..." if len(value) > 4 else ""
         return f"a {type(value).__name__} of {len(value)}: [{', '.join(shown)}{more}]"
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line: a Parameter's repr holds newlines
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -191,7 +191,11 @@ def evaluate(check, fn) -> Outcome:
             # torch's own NotImplementedError ("... not implemented for 'Long'") means the learner's code ran and broke
             return Outcome("failing", describe_crash(err, check))
         except AssertionError as err:
-            return Outcome("failing", str(err) or "a check failed (no message)")
+            frames = traceback.extract_tb(err.__traceback__)
+            if frames and Path(frames[-1].filename).resolve().is_relative_to(REPO / "tests"):
+                return Outcome("failing", str(err) or "a check failed (no message)")
+            # raised by torch or by the learner's own assert (GradScaler: "No inf checks were recorded..."): a crash
+            return Outcome("failing", describe_crash(err, check))
         except Exception as err:  # a crash is a failing exercise, not a broken suite
             return Outcome("failing", describe_crash(err, check))
     return Outcome("done")

@@ -22,7 +22,9 @@ def _tensor(got, what: str) -> torch.Tensor:
 def check_make_grid(fn):
     got = _tensor(fn(2, 3, CPU), "make_grid(2, 3, cpu)")
     assert got.shape == (2, 3), f"expected shape (2, 3), got {tuple(got.shape)}"
-    assert got.dtype == torch.float32, f"expected dtype torch.float32, got {got.dtype} (torch.arange counts in int64)"
+    assert got.dtype == torch.float32, (
+        f"expected dtype torch.float32, got {got.dtype}" + (" (torch.arange counts in int64)"
+                                                           if got.dtype == torch.int64 else ""))
     expected = [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     assert got.tolist() == expected, f"expected {expected} (0, 1, 2, ... row by row), got {describe(got)}"
     tall = _tensor(fn(4, 1, CPU), "make_grid(4, 1, cpu)")
@@ -40,7 +42,7 @@ def check_share_from_numpy(fn):
     arr[0] = 42.0
     assert got[0].item() == 42.0, (
         f"expected the tensor to share memory with the array (after arr[0] = 42, t[0] should be 42.0), got "
-        f"{got[0].item()}: torch.tensor(arr) copies"
+        f"{got[0].item()}: your function copied the array (torch.tensor(arr) copies; torch.from_numpy(arr) shares)"
     )
     ints = np.array([[1, 2], [3, 4]], dtype=np.int32)
     got_ints = _tensor(fn(ints), "share_from_numpy(int32 array)")
@@ -52,6 +54,7 @@ def check_independent_numpy(fn):
     w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     moved = []
     real_cpu, real_to, real_numpy = torch.Tensor.cpu, torch.Tensor.to, torch.Tensor.numpy
+    real_tolist = torch.Tensor.tolist
 
     def recording_cpu(self, *args, **kwargs):
         moved.append("cpu")
@@ -65,13 +68,18 @@ def check_independent_numpy(fn):
             moved.append(str(target))
         return real_to(self, *args, **kwargs)
 
+    def recording_tolist(self):
+        moved.append("cpu")  # tolist() copies to Python numbers from any device
+        return real_tolist(self)
+
     def recording_numpy(self, *args, force=False):
         if force:  # numpy(force=True) is detach().cpu()... .numpy(): it works on any device
             moved.append("cpu")
         return real_numpy(self, *args, force=force)
 
     with mock.patch.object(torch.Tensor, "cpu", recording_cpu), mock.patch.object(torch.Tensor, "to", recording_to), \
-            mock.patch.object(torch.Tensor, "numpy", recording_numpy):
+            mock.patch.object(torch.Tensor, "numpy", recording_numpy), \
+            mock.patch.object(torch.Tensor, "tolist", recording_tolist):
         got = fn(w)
     assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {describe(got)}"
     assert got.dtype == np.float32, f"expected the tensor's dtype kept (float32), got {got.dtype}"
@@ -165,15 +173,18 @@ def check_train_step(fn):
         grad_w = 2 * residual.T @ x / len(x)  # d/dw of the mean squared error, by hand
         grad_b = 2 * residual.sum(0) / len(x)
         w, b = w - lr * grad_w, b - lr * grad_b
+        before = (model.weight.detach().clone(), model.bias.detach().clone())
         got = fn(model, optimizer, nn.MSELoss(), x, y)
         assert isinstance(got, float), f"expected the loss as a Python float (loss.item()), got {type(got).__name__}"
         assert abs(got - expected_loss) < 1e-5, (
             f"step {step}: expected the loss before the update, {expected_loss:.6f}, got {got:.6f}"
         )
         err = max((model.weight - w).abs().max().item(), (model.bias - b).abs().max().item())
+        moved = not (torch.equal(model.weight.detach(), before[0]) and torch.equal(model.bias.detach(), before[1]))
         assert err < 1e-5, (
             f"step {step}: expected parameters after one SGD step to match a hand-computed update within 1e-5, got "
-            f"an error of {err:.3g} (old gradients not cleared before backward?)"
+            f"an error of {err:.3g} " + ("(old gradients not cleared before backward?)" if moved else
+                                         "(the parameters did not change: backward() before optimizer.step()?)")
         )
     torch.manual_seed(1)
     classifier, x3, y3 = nn.Linear(3, 4), torch.randn(6, 3), torch.tensor([0, 3, 1, 2, 3, 0])

@@ -73,7 +73,7 @@ def check_mask_padding(fn):
     _close(out, expected, "positions t >= lengths[b] should hold the value, the rest x", atol=0)
     if not torch.equal(x.nan_to_num(), original.nan_to_num()):
         raise AssertionError("expected x to be left unchanged, got x modified in place (return a new tensor: "
-                             "masked_fill, not masked_fill_)")
+                             "masked_fill, not masked_fill_; a view such as x[:] shares x's memory, clone() it)")
 
 
 def check_pairwise_sq_distances(fn):
@@ -150,14 +150,14 @@ def _refuse(name: str):
 
 def check_stable_logsumexp(fn):
     x = torch.tensor([[1000.0, 999.0, 1000.5], [-1000.0, -1001.0, -999.5], [0.1, -0.2, 0.3]])
-    x = torch.cat([x, torch.randn(2, 3)])
+    x = torch.cat([x, torch.randn(2, 3), torch.tensor([[-1000.0, 1000.0, 0.0]])])  # wide, its max not first
     built_ins = [(owner, name) for name in ("logsumexp", "logcumsumexp", "logaddexp", "log_softmax")
                  for owner in (torch, torch.Tensor, torch.special, torch.nn.functional) if hasattr(owner, name)]
     with contextlib.ExitStack() as stack:
         for owner, name in built_ins:
             stack.enter_context(mock.patch.object(owner, name, _refuse(name)))
         out = fn(x.clone())
-    _shape(out, (5,), "stable_logsumexp of a (5, 3) input")
+    _shape(out, (6,), "stable_logsumexp of a (6, 3) input")
     if not torch.isfinite(out).all():
         raise AssertionError(f"expected finite values, got {describe(out)} (exp(1000) overflows and exp(-1000) "
                              "underflows in float32: subtract each row's max first)")

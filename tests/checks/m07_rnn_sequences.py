@@ -67,6 +67,10 @@ def check_padding_mask(fn):
         f"lengths [3, 1, 4, 0], max_len 4: expected {expected.int().tolist()} (1 = real token), "
         f"got {got.int().tolist()}"
     )
+    wider = fn(torch.tensor([2, 1]), 5)  # a batch padded to a fixed length, longer than its longest sequence
+    assert isinstance(wider, torch.Tensor) and tuple(wider.shape) == (2, 5), (
+        f"lengths [2, 1], max_len 5: expected shape (2, 5) (max_len columns, not lengths.max()), got {describe(wider)}"
+    )
 
 
 def check_build_vocab(fn):
@@ -77,6 +81,10 @@ def check_build_vocab(fn):
     expected = {"<pad>": 0, "<unk>": 1, "film": 2, "the": 3, "was": 4}
     assert isinstance(got, dict), f"expected a dict token -> index, got {describe(got)}"
     assert got == expected, f"min_freq=2: expected {expected}, got {describe(got)}"
+    repeated = fn([["bad", "bad"], ["good"]], 2)  # min_freq counts occurrences, not texts
+    assert repeated == {"<pad>": 0, "<unk>": 1, "bad": 2}, (
+        f"texts [['bad', 'bad'], ['good']], min_freq=2: expected 'bad' (seen twice, in one text) kept, got "
+        f"{describe(repeated)}")
     got1 = fn(texts, 1)
     assert got1.get("<pad>") == 0 and got1.get("<unk>") == 1, "<pad> must be 0 and <unk> 1 whatever min_freq is"
     assert len(got1) == 2 + 9 and got1["a"] == 5 and got1["zebra"] == 10, (
@@ -191,7 +199,8 @@ def check_greedy_decode(fn):
         fed.append(token.clone())
         h_new = h + 1  # a new state: a decoder that keeps using the old h repeats itself
         nxt = (token * 3 + h_new[:, 0].long()) % vocab  # the next token depends on the one fed in and on h
-        return F.one_hot(nxt, vocab).float() * 5 - torch.arange(vocab) * 0.01, h_new
+        # the chosen token leads by 1: argmax finds it, sampling from the softmax (28% for it) soon does not
+        return F.one_hot(nxt, vocab).float() - torch.arange(vocab) * 0.01, h_new
 
     max_len = 6
     expected = []

@@ -262,3 +262,24 @@ def greedy_decode__batch_from_wrong_dim(step_fn, h, sos_idx, eos_idx, max_len):
 def greedy_decode__cut_at_last_eos(step_fn, h, sos_idx, eos_idx, max_len):
     rows = _greedy_rows(step_fn, h, torch.full((h.shape[0],), sos_idx, dtype=torch.long), max_len)
     return [row[: len(row) - 1 - row[::-1].index(eos_idx)] if eos_idx in row else row for row in rows]
+
+
+def padding_mask__width_from_the_lengths(lengths, max_len):
+    return torch.arange(int(lengths.max()))[None, :] < lengths[:, None]  # ignores max_len: too narrow when padded
+
+
+def build_vocab__counts_texts_not_tokens(train_texts, min_freq):
+    counts = Counter(tok for text in train_texts for tok in set(text))  # document frequency
+    kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+    return {"<pad>": 0, "<unk>": 1, **{w: i for i, w in enumerate(kept, start=2)}}
+
+
+def greedy_decode__samples_instead_of_argmax(step_fn, h, sos_idx, eos_idx, max_len):
+    token, steps = torch.full((h.shape[0],), sos_idx, dtype=torch.long), []
+    for _ in range(max_len):
+        logits, h = step_fn(token, h)
+        token = torch.multinomial(logits.softmax(1), 1).squeeze(1)  # sampling, not the most likely token
+        steps.append(token)
+    rows = torch.stack(steps, dim=1).tolist()
+    return [row[: row.index(eos_idx)] if eos_idx in row else row for row in rows]
+

@@ -190,7 +190,7 @@ def recompute_bn_stats__left_in_train_mode(model, batches):
 # Exercise 7
 def features_with_hook(model, layer, x):
     store = {}
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(out=o))
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(out=o.clone()))
     model.eval()
     try:
         with torch.no_grad():
@@ -206,6 +206,18 @@ def features_with_hook__forgot_eval(model, layer, x):
     with torch.no_grad():
         model(x)
     handle.remove()
+    return store["out"]
+
+
+def features_with_hook__stores_without_clone(model, layer, x):
+    store = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(out=o))
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)  # a later ReLU(inplace=True) writes into the stored tensor
+    finally:
+        handle.remove()
     return store["out"]
 
 
@@ -247,6 +259,13 @@ def load_matching_weights(model, state_dict):
     own = model.state_dict()
     keep = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(keep, strict=False)
+    return sorted(keep), sorted(k for k in state_dict if k not in keep)
+
+
+def load_matching_weights__assigns_the_tensors(model, state_dict):
+    own = model.state_dict()
+    keep = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(keep, strict=False, assign=True)  # the model now holds the source's tensors themselves
     return sorted(keep), sorted(k for k in state_dict if k not in keep)
 
 
