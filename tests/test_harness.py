@@ -127,8 +127,9 @@ def _stub(x):
         (lambda x: x.view(3), "failing", "your function raised RuntimeError"),
         (lambda x: x.numpy() * 2, "failing", "the check could not use what your function returned: TypeError"),
         (lambda x: torch.zeros(2, dtype=torch.long).softmax(0), "failing", "your function raised NotImplementedError"),
+        (lambda x: torch.testing.assert_close(x, x + 1), "failing", "your function raised AssertionError"),
     ],
-    ids=["solution", "stub", "wrong", "crash", "wrong-type", "torch-not-implemented"],
+    ids=["solution", "stub", "wrong", "crash", "wrong-type", "torch-not-implemented", "torch-assertion"],
 )
 def test_exercise_outcomes(fn, status, message):
     outcome = evaluate(_check_double, fn)
