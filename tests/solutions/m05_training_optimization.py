@@ -317,18 +317,7 @@ def random_search_configs(n, space, seed):
 
 def random_search_configs__reseeds_numpy(n, space, seed):
     np.random.seed(seed)  # the global generator: every later np.random call in the program is affected
-    configs = []
-    for _ in range(n):
-        config = {}
-        for name, spec in space.items():
-            if spec[0] == "log":
-                config[name] = float(math.exp(np.random.uniform(math.log(spec[1]), math.log(spec[2]))))
-            elif spec[0] == "uniform":
-                config[name] = float(np.random.uniform(spec[1], spec[2]))
-            else:
-                config[name] = spec[1][int(np.random.randint(len(spec[1])))]
-        configs.append(config)
-    return configs
+    return random_search_configs(n, space, seed)
 
 
 def random_search_configs__numpy_scalars(n, space, seed):
