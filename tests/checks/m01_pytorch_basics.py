@@ -3,6 +3,7 @@
 Expectations are computed here, by hand or with other torch ops, never by calling the reference solution.
 """
 
+import contextlib
 from unittest import mock
 
 import numpy as np
@@ -53,39 +54,41 @@ def check_share_from_numpy(fn):
 def check_independent_numpy(fn):
     w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     moved = []
-    real_cpu, real_to, real_numpy = torch.Tensor.cpu, torch.Tensor.to, torch.Tensor.numpy
-    real_tolist = torch.Tensor.tolist
 
-    def recording_cpu(self, *args, **kwargs):
-        moved.append("cpu")
-        return real_cpu(self, *args, **kwargs)
-
-    def recording_to(self, *args, **kwargs):
-        target = kwargs.get("device", args[0] if args else None)
+    def to_cpu(value) -> bool:
         try:
-            moved.append(torch.device(target).type)  # "cpu", "cpu:0", torch.device("cpu") all count
-        except (TypeError, RuntimeError):  # a dtype or another tensor: not a move to the CPU by name
-            moved.append(str(target))
-        return real_to(self, *args, **kwargs)
+            return torch.device(value).type == "cpu"  # "cpu", "cpu:0", torch.device("cpu")
+        except (TypeError, RuntimeError):  # a dtype, another tensor, None: not a move to the CPU by name
+            return False
 
-    def recording_tolist(self):
-        moved.append("cpu")  # tolist() copies to Python numbers from any device
-        return real_tolist(self)
+    def always(*args, **kwargs) -> bool:
+        return True
 
-    def recording_numpy(self, *args, force=False):
-        if force:  # numpy(force=True) is detach().cpu()... .numpy(): it works on any device
-            moved.append("cpu")
-        return real_numpy(self, *args, force=force)
+    # every way the values can leave the tensor's device (a GPU in real use): recorded, then done as usual
+    moves = {(torch.Tensor, "cpu"): always, (torch.Tensor, "tolist"): always, (torch.Tensor, "item"): always,
+             (torch.Tensor, "__float__"): always,
+             (torch.Tensor, "to"): lambda self, *a, **k: to_cpu(k.get("device", a[0] if a else None)),
+             (torch.Tensor, "numpy"): lambda self, *a, force=False: force,  # numpy(force=True) moves it itself
+             (torch.Tensor, "copy_"): lambda self, *a, **k: self.device.type == "cpu",  # into a CPU tensor
+             (torch, "asarray"): lambda *a, **k: to_cpu(k.get("device")),
+             (torch, "as_tensor"): lambda *a, **k: to_cpu(k.get("device", a[2] if len(a) > 2 else None))}
 
-    with mock.patch.object(torch.Tensor, "cpu", recording_cpu), mock.patch.object(torch.Tensor, "to", recording_to), \
-            mock.patch.object(torch.Tensor, "numpy", recording_numpy), \
-            mock.patch.object(torch.Tensor, "tolist", recording_tolist):
+    def recording(real, is_move):
+        def call(*args, **kwargs):
+            if is_move(*args, **kwargs):
+                moved.append("cpu")
+            return real(*args, **kwargs)
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for (owner, name), is_move in moves.items():
+            stack.enter_context(mock.patch.object(owner, name, recording(getattr(owner, name), is_move)))
         got = fn(w)
     assert isinstance(got, np.ndarray), f"expected a numpy.ndarray, got {describe(got)}"
     assert got.dtype == np.float32, f"expected the tensor's dtype kept (float32), got {got.dtype}"
     assert "cpu" in moved, (
-        "expected .cpu() (or .to(\"cpu\")) before .numpy(): the tensor may live on a GPU, and .numpy() works on "
-        "CPU tensors only")
+        "expected the values brought to the CPU before NumPy takes them (.cpu(), .to(\"cpu\"), "
+        ".numpy(force=True), ...): the tensor may live on a GPU, and .numpy() works on CPU tensors only")
     assert got.tolist() == [1.0, 2.0, 3.0], f"expected values [1.0, 2.0, 3.0], got {describe(got)}"
     with torch.no_grad():
         w.add_(10)  # what an optimizer step does
@@ -209,8 +212,9 @@ def check_predict_proba(fn):
     model.register_forward_hook(lambda mod, inp, out: grad_modes.append(torch.is_grad_enabled()))
     got = _tensor(fn(model, x), "predict_proba(model, x)")
     assert grad_modes and not any(grad_modes), (
-        "expected the forward pass under torch.no_grad() (or inference_mode): without it autograd records a graph "
-        "for every prediction, and .detach() afterwards does not undo that cost")
+        "expected the forward pass under torch.no_grad() (or inference_mode), as the docstring asks: without it "
+        "autograd records a graph for every prediction whose parameters require grad, and .detach() afterwards "
+        "does not undo that cost")
     assert got.shape == (10, 3), f"expected shape (10, 3), got {tuple(got.shape)}"
     assert not got.requires_grad, "expected a result that does not require grad: compute it under torch.no_grad()"
     assert_close(got.sum(dim=1), torch.ones(10), "each row's sum (softmax over dim=1 sums to 1)", atol=1e-5)

@@ -141,6 +141,7 @@ def check_accumulated_gradients(fn):
     x, y = torch.randn(10, 3), torch.randn(10, 1)
     params = list(model.parameters())
     expected = torch.autograd.grad(F.mse_loss(model.net(x), y), params)  # the whole batch at once
+    last_only = torch.autograd.grad(F.mse_loss(model.net(x[8:]), y[8:]), params)  # zero_grad inside the loop
     for p in params:
         p.grad = torch.full_like(p, 5.0)  # stale gradients from an earlier step
     got = fn(model, x, y, 4)  # pieces 4, 4, 2
@@ -159,8 +160,10 @@ def check_accumulated_gradients(fn):
             raise AssertionError(f"gradient {i} is p.grad itself, not a copy: the next backward or zero_grad changes "
                                  "what you returned (return p.grad.clone())")
         ratio = (g.detach() * e).sum().item() / max((e * e).sum().item(), 1e-30)
+        kept_last = any(torch.allclose(g.detach(), share * last_only[i], atol=1e-6) for share in (1.0, 0.2))
         why = (f" (the forwards saw {sum(model.seen)} of the 10 examples: the last, shorter piece counts too)"
-               if sum(model.seen) != 10 else f" (yours is about {ratio:.2f}x the expected one)" if ratio > 0
+               if sum(model.seen) != 10 else " (only the last piece's gradient is left: zero_grad() inside the loop?)"
+               if kept_last else f" (yours is about {ratio:.2f}x the expected one)" if ratio > 0
                else " (stale gradients left in?)")
         _close(g, e, 1e-5, f"gradient of parameter {i} (full-batch mean loss, 10 examples in pieces 4, 4, 2)", why)
 

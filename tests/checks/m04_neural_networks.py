@@ -144,11 +144,13 @@ def check_train_step(fn):
     got = fn(model, optimizer, nn.MSELoss(), x, y)
     assert isinstance(got, float), f"expected the loss as a Python float (loss.item()), got {type(got).__name__}"
     assert abs(got - loss_ref.item()) < 1e-5, f"expected the loss before the step, {loss_ref.item():.6f}, got {got}"
+    unchanged = all(torch.equal(p.detach(), q.detach()) for p, q in zip(model.parameters(), reference.parameters()))
     for (name, p), e in zip(model.named_parameters(), expected):
         err = (p.detach() - e).abs().max().item()
         assert err < 1e-5, (
             f"after one SGD step, expected parameter {name} = old - lr * (fresh gradient), off by {err:.3f} "
-            "(stale gradients not zeroed, or gradients zeroed before step?)"
+            + ("(the parameters did not change: optimizer.step() not called?)" if unchanged else
+               "(stale gradients not zeroed, or gradients zeroed before step?)")
         )
 
 
@@ -160,10 +162,11 @@ def check_evaluate_accuracy(fn):
         pred = frozen(x).argmax(1)
     y = pred.clone()
     y[::3] = (y[::3] + 1) % 3  # every third example wrong
-    y[48:] = (pred[48:] + 1) % 3  # the small last batch (2 of 50 with batch_size 16) all wrong
-    expected = (pred == y).float().mean().item()
+    y[48], y[49] = pred[48], (pred[49] + 1) % 3  # the small last batch (2 of 50 with batch_size 16): half right
+    expected = (pred == y).float().mean().item()  # 33 / 50; per-batch mean 0.625; over 4 * 16 slots 33 / 64
     seen = []
-    model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    # on a child: model(x) and model.forward(x) both call it (a hook on the model itself misses .forward)
+    model[0].register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
     model.train()
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     got = fn(model, loader)
@@ -176,6 +179,8 @@ def check_evaluate_accuracy(fn):
     assert not any(grad for _, grad in seen), "expected the forward passes to run under torch.no_grad()"
     per_batch = sum((pred[i:i + 16] == y[i:i + 16]).float().mean().item() for i in range(0, 50, 16)) / 4
     why = ("averaging per-batch accuracies weights the short last batch wrongly" if abs(got - per_batch) < 1e-6
+           else "divided by len(loader) * batch_size = 64 slots, but the last batch holds 2: count the examples"
+           if abs(got - expected * 50 / 64) < 1e-6
            else "a fraction in [0, 1], not a percentage" if got > 1
            else "count predictions equal to the labels, argmax over the class dimension (dim=1)")
     assert abs(got - expected) < 1e-6, (
