@@ -63,7 +63,8 @@ def ensemble_predict(models: list, x: torch.Tensor) -> torch.Tensor:
 
     `models` is a list of classifiers that map x (B, ...) to logits (B, C). Return the ensemble's class
     probabilities (B, C): the mean over the members of each member's softmax. Members must predict in eval mode
-    (BatchNorm running statistics, no dropout) and without building an autograd graph.
+    (BatchNorm running statistics, no dropout) and without building an autograd graph. Members may differ in more
+    than their weights (the check's do), so loop over them: lesson 02's vmap ensemble needs identical members.
 
     Example:
         probs = ensemble_predict([model_a, model_b], x)
