@@ -93,7 +93,8 @@ def check_discriminative_param_groups(fn):
     groups = fn(model, 1e-3)
     assert isinstance(groups, list) and len(groups) == 2, \
         f"expected a list of 2 parameter groups, got {describe(groups)}"
-    backbone, head = ({id(p) for p in g["params"]} for g in groups)
+    groups = [{**g, "params": list(g["params"])} if isinstance(g, dict) and "params" in g else g for g in groups]
+    backbone, head = ({id(p) for p in g["params"]} for g in groups)  # (a generator of parameters is fine too)
     exp_backbone = {id(p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("fc.")}
     exp_head = {id(p) for p in model.fc.parameters()}
     frozen = {id(p) for p in model.conv1.parameters()}
