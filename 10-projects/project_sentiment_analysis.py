@@ -428,9 +428,13 @@ def load_model(ckpt_dir: Path, name: str, config: dict, device) -> nn.Module:
 
 
 def train(args, device, data: Path, ckpt_dir: Path) -> dict:
-    stored = {}                                          # --resume reads the columns the checkpoint was trained on
-    if args.resume and (ckpt_dir / "train_state.pt").is_file() and not (args.text_col and args.label_col):
-        stored = json.loads(load_train_state(ckpt_dir / "train_state.pt")["config"])
+    state_path = ckpt_dir / "train_state.pt"
+    saved = None
+    if args.resume:
+        if not state_path.is_file():
+            raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
+        saved = load_train_state(state_path)
+    stored = json.loads(saved["config"]) if saved is not None else {}   # --resume: the columns it was trained on
     args = argparse.Namespace(**{**vars(args), "text_col": args.text_col or stored.get("text_col") or "text",
                                  "label_col": args.label_col or stored.get("label_col") or "label"})
     texts, labels = read_texts(data, "train", args.text_col, args.label_col)
@@ -461,19 +465,13 @@ def train(args, device, data: Path, ckpt_dir: Path) -> dict:
           f"(stratified, seed {args.seed}); vocabulary {len(vocab)} words from the training split "
           f"({known:.1%} of training tokens known)")
 
-    state_path = ckpt_dir / "train_state.pt"
-    saved = None
-    if args.resume:
-        if not state_path.is_file():
-            raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
-        saved = load_train_state(state_path)
-        old = json.loads(saved["config"])
+    if saved is not None:
         # the vocabulary itself, not the --data path: the same file may be named another way
         for key in ("classes", "vocab_size", "embed_dim", "hidden", "n_train", "n_val"):
-            if old.get(key) != config.get(key):
-                raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run has "
-                                   f"{config.get(key)!r}; use a new --ckpt-dir to start afresh")
-        if old.get("vocab_sha256") != config["vocab_sha256"]:
+            if stored.get(key) != config.get(key):
+                raise ProjectError(f"--resume: the checkpoint was trained with {key}={stored.get(key)!r}, this run "
+                                   f"has {config.get(key)!r}; use a new --ckpt-dir to start afresh")
+        if stored.get("vocab_sha256") != config["vocab_sha256"]:
             raise ProjectError("--resume: this run's training texts give another vocabulary than the checkpoint's; "
                                "use a new --ckpt-dir to start afresh")
     config_out = dict(config)
