@@ -185,7 +185,10 @@ def _learner_copy(tmp_path, bodies: dict[str, str]):
         node.body = node.body[:1] + ast.parse(code).body  # keep the docstring (title and hint)
     (tmp_path / "07-rnn-sequences").mkdir()
     (tmp_path / "07-rnn-sequences" / "exercises.py").write_text(ast.unparse(tree) + "\n")
-    return lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=subprocess_env(threads=1),
+    # A learner's terminal, not a CI job: with CI (or BUILD_NUMBER) set, pytest stops shortening the lines of its
+    # "short test summary", so each failure's whole message is printed a second time there.
+    env = {k: v for k, v in subprocess_env(threads=1).items() if k not in ("CI", "BUILD_NUMBER")}
+    return lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
                                         capture_output=True, text=True, timeout=300)
 
 
