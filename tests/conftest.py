@@ -89,7 +89,12 @@ def pytest_configure(config):
     if workers > 1:  # one torch thread pool per core between the xdist workers, not one per worker
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        # ... and the same share for any process a lesson starts itself (08's lessons run 01 --standin-only): left
+        # to torch's default, such a child starts one thread per core while the workers keep theirs busy, and on
+        # two cores each then ran about 10x slower (08/02 and 08/06's determinism reruns: 9 s alone, 85-117 s).
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
 
 
 def pytest_collection_modifyitems(config, items):
