@@ -186,8 +186,10 @@ def _learner_copy(tmp_path, bodies: dict[str, str]):
     (tmp_path / "07-rnn-sequences").mkdir()
     (tmp_path / "07-rnn-sequences" / "exercises.py").write_text(ast.unparse(tree) + "\n")
     # A learner's terminal, not a CI job: with CI (or BUILD_NUMBER) set, pytest stops shortening the lines of its
-    # "short test summary", so each failure's whole message is printed a second time there.
-    env = {k: v for k, v in subprocess_env(threads=1).items() if k not in ("CI", "BUILD_NUMBER")}
+    # "short test summary", so each failure's whole message is printed a second time there; PY_COLORS/FORCE_COLOR
+    # would colour the text these tests read.
+    ci_only = ("CI", "BUILD_NUMBER", "PY_COLORS", "FORCE_COLOR")
+    env = {k: v for k, v in subprocess_env(threads=1).items() if k not in ci_only}
     return lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
                                         capture_output=True, text=True, timeout=300)
 

@@ -403,7 +403,8 @@ def test_small_data_suggests_a_batch_size_that_works(tmp_path, project_main):
     assert "16 training texts" in err and "use --batch-size 16" in err, err
 
 
-def test_train_prints_the_next_commands_and_help_names_each_default_once(tmp_path, capsys):
+def test_train_prints_the_next_commands_and_help_names_each_default_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps help to the terminal, and may break "<out-dir>" at its hyphen
     project = load_script(REPO / PROJECT)
     data = write_rows(tmp_path / "train.csv", ["text", "label"], labelled(40))
     write_rows(tmp_path / "test.csv", ["text", "label"], labelled(10, seed=1))
