@@ -114,8 +114,9 @@ def test_06_training_loop_tiny_data_and_a_batch_larger_than_it(run_lesson):
     assert m["eval_mode_pass_diff"] == 0.0
 
 
-def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path):
+def test_07_mlp_classification_offline_stand_in(run_lesson, tmp_path, capsys):
     m = run_lesson(MLP)  # no MNIST under the temporary cwd's data/: synthetic digits
+    assert "(summation order only)" in capsys.readouterr().out  # the difference judged against the logits' size
     assert m["used_real_mnist"] == 0
     assert m["n_train"] + m["n_val"] == 1500 and m["n_val"] == 150  # validation held out of the training images
     assert m["last_epoch_train_loss"] < m["first_epoch_train_loss"]
