@@ -44,6 +44,7 @@ TIMED = ("mobilenet_v3_small", "shufflenet_v2_x1_0", "regnet_y_400mf", "efficien
          "mobilenet_v3_large", "resnet50", "convnext_tiny")
 TIMED_SMOKE = ("mobilenet_v3_small", "shufflenet_v2_x0_5")
 BUDGETS_GFLOPS = (0.5, 2.0, 5.0, 20.0)
+DEPTHWISE = ("mobilenet", "shufflenet", "efficientnet", "regnet", "mnasnet", "convnext")  # depthwise/grouped convs
 
 
 def section(title: str) -> None:
@@ -128,6 +129,21 @@ def latency_ms(model, device, side: int, repeats: int) -> float:
     return float(np.median(times))
 
 
+def ranking_verdict(gflops: dict, ms: dict) -> tuple[int, str]:
+    """How many positions the GFLOPs order and the measured order share, and one sentence true for these numbers:
+    which models ran slower than their GFLOPs rank says, or that this run's two orders are the same."""
+    by_flops, by_ms = sorted(gflops, key=gflops.get), sorted(ms, key=ms.get)
+    agree, n = sum(a == b for a, b in zip(by_flops, by_ms)), len(by_ms)
+    if agree == n:
+        return agree, (f"{n}/{n} positions agree: in this run GFLOPs ordered these {n} models' CPU latency correctly; "
+                       "another machine, batch size or set of models can order them otherwise")
+    slower = [name for name in by_ms if by_ms.index(name) > by_flops.index(name)]
+    why = ("; depthwise convs and memory traffic cost more than their FLOPs say"
+           if any(name.startswith(DEPTHWISE) for name in slower) else "")
+    return agree, (f"{agree}/{n} positions agree: FLOPs are not latency; {', '.join(slower)} ran slower than "
+                   f"{'its' if len(slower) == 1 else 'their'} GFLOPs rank says{why}")
+
+
 def pareto_front(points):
     """Indices of (cost, accuracy) points that no other point beats on both: cheaper-or-equal and more accurate."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
@@ -189,11 +205,11 @@ def main(argv=None) -> dict:
         extra = f", {device.type} {measured[name]['accel_ms']:7.2f} ms" if "accel_ms" in measured[name] else ""
         print(f"{name:22s} {measured[name]['gflops']:6.2f} GFLOPs at {side}px: cpu {measured[name]['cpu_ms']:7.2f} ms"
               f"{extra} (median of {repeats}, batch 1, {torch.get_num_threads()} threads)")
-    by_flops = sorted(measured, key=lambda n: measured[n]["gflops"])
-    by_ms = sorted(measured, key=lambda n: measured[n]["cpu_ms"])
-    agree = sum(a == b for a, b in zip(by_flops, by_ms))
-    print(f"ranked by GFLOPs: {by_flops}\nranked by CPU ms: {by_ms}  ({agree}/{len(by_ms)} positions agree: "
-          "FLOPs are not latency; depthwise convs and memory traffic cost more than their FLOPs say)")
+    gflops = {n: v["gflops"] for n, v in measured.items()}
+    cpu_ms = {n: v["cpu_ms"] for n, v in measured.items()}
+    agree, verdict = ranking_verdict(gflops, cpu_ms)
+    print(f"ranked by GFLOPs: {sorted(gflops, key=gflops.get)}\nranked by CPU ms: {sorted(cpu_ms, key=cpu_ms.get)}"
+          f"  ({verdict})")
     for name, v in measured.items():
         metrics[f"{name}_cpu_ms"] = v["cpu_ms"]
         if "accel_ms" in v:
@@ -278,7 +294,12 @@ def main(argv=None) -> dict:
     section("What to notice")
     print("- Every number in the table came from weights.meta: choose on paper before downloading anything.")
     print("- The Pareto front is short: most entries are beaten by something cheaper and at least as accurate.")
-    print("- GFLOPs and milliseconds disagree; timm adds hundreds more backbones, each with its pretrained_cfg.")
+    if agree < len(measured):
+        print("- GFLOPs and milliseconds disagree; timm adds hundreds more backbones, each with its pretrained_cfg.")
+    else:
+        print(f"- GFLOPs and milliseconds ranked these {len(measured)} models alike in this run"
+              f"{' (the default run times ' + str(len(TIMED)) + ')' if args.smoke else ''}; timm adds hundreds more "
+              "backbones, each with its pretrained_cfg.")
     return metrics
 
 

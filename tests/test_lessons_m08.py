@@ -201,6 +201,21 @@ def test_05_model_zoo(run_lesson):
     assert m["loaded_weights"] == 0  # --smoke, nothing cached: no download
 
 
+def test_05_ranking_verdict_follows_the_timings():
+    """`--repeats 1` once printed "(2/2 positions agree: FLOPs are not latency; ...)": the conclusion ignored the
+    count. Same order: no "not latency" claim; a different order names the models that ran slower than FLOPs say."""
+    lesson = load_script(REPO / ZOO, "m08_verdict_05")
+    gflops = {"shufflenet_v2_x0_5": 0.01, "mobilenet_v3_small": 0.015}
+    agree, same = lesson.ranking_verdict(gflops, {"shufflenet_v2_x0_5": 7.5, "mobilenet_v3_small": 9.8})
+    assert agree == 2 and "not latency" not in same and "ordered these 2 models' CPU latency correctly" in same, same
+    agree, swapped = lesson.ranking_verdict(gflops, {"shufflenet_v2_x0_5": 7.6, "mobilenet_v3_small": 7.0})
+    assert agree == 0 and "FLOPs are not latency; shufflenet_v2_x0_5 ran slower than its GFLOPs rank" in swapped
+    assert "depthwise" in swapped, swapped
+    agree, dense = lesson.ranking_verdict({"resnet18": 1.8, "resnet50": 4.1, "vgg11": 7.6},
+                                          {"resnet18": 1.0, "resnet50": 9.0, "vgg11": 5.0})
+    assert agree == 1 and "resnet50 ran slower" in dense and "depthwise" not in dense, dense  # no depthwise conv here
+
+
 def test_05_model_zoo_checks_meta_against_a_cached_file(run_lesson, tmp_path):
     fake_torchvision_weights(tmp_path / "data")
     m = run_lesson(ZOO, "--data-dir", str(tmp_path / "data"))
