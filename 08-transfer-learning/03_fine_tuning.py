@@ -296,7 +296,7 @@ def main(argv=None) -> dict:
         metrics[f"{key}_acc"] = acc
         metrics[f"{key}_s"] = seconds
     best = max((n for n in STRATEGIES if n != "scratch"), key=results.get)
-    print(f"best: {best} ({results[best]:.1%}), {results[best] - results['scratch']:+.1%} over scratch; "
+    print(f"best: {best} ({results[best]:.1%}), {versus_scratch(results[best] - results['scratch'])}; "
           f"BatchNorm eval vs train in full fine-tuning: "
           f"{results['full fine-tune, BN eval'] - results['full fine-tune, BN train']:+.1%}")
     metrics["best_transfer_minus_scratch"] = results[best] - results["scratch"]
@@ -329,8 +329,9 @@ def main(argv=None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot = args.out_dir / "transfer_vs_scratch.png"
     fig.savefig(plot, dpi=120, bbox_inches="tight")
-    print(f"the gap at {curve_shots[0]} per digit is {gaps[0]:+.1%}, at {curve_shots[-1]} it is {gaps[-1]:+.1%}; "
-          f"plot: {plot}")
+    later = (f", at {curve_shots[-1]} it is {gaps[-1]:+.1%}" if len(gaps) > 1
+             else " (one point: --curve-shots had one value)")
+    print(f"the gap at {curve_shots[0]} per digit is {gaps[0]:+.1%}{later}; plot: {plot}")
 
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}
@@ -341,6 +342,35 @@ def main(argv=None) -> dict:
     for line in notice(results, curve_shots, gaps, args.shots, args.data_dir):
         print(line)
     return metrics
+
+
+def versus_scratch(diff: float) -> str:
+    """The best transfer row against scratch, in words that match the sign: over, below, or level."""
+    if abs(diff) < 0.0005:
+        return "level with scratch"
+    return f"{diff:+.1%} over scratch" if diff > 0 else f"{-diff:.1%} below scratch"
+
+
+def gap_trend(curve_shots: list, gaps: list) -> str:
+    """What the transfer-minus-scratch gap did between the fewest and the most labels, said with the numbers."""
+    first, last = gaps[0], gaps[-1]
+    if len(gaps) == 1:
+        return (f"- One point on the transfer-vs-scratch curve ({curve_shots[0]} per digit: gap {first:+.1%}): give "
+                "--curve-shots two or more values to see how the gap moves with more labels.")
+    where = f"{first:+.1%} at {curve_shots[0]} per digit, {last:+.1%} at {curve_shots[-1]}"
+    if first > MARGIN and first > last + MARGIN:
+        return (f"- Transfer paid most where labels were scarcest: {first:+.0%} over scratch at "
+                f"{curve_shots[0]} per digit, {last:+.0%} at {curve_shots[-1]}; with more labels scratch catches up.")
+    if first > last + MARGIN:
+        return (f"- The transfer-minus-scratch gap fell with more labels in this run ({where}), but transfer did not "
+                f"lead by {MARGIN * 100:.0f} points even at {curve_shots[0]} per digit: scratch pulled ahead, it did "
+                "not catch up.")
+    if last > first + MARGIN:
+        return (f"- The transfer-minus-scratch gap grew with more labels in this run ({where}): transfer did not pay "
+                "most where labels were scarcest here.")
+    return (f"- The transfer-minus-scratch gap moved by less than {MARGIN * 100:.0f} points with more labels in this "
+            f"run ({where}): no trend this lesson counts ({MARGIN * 100:.0f} points is its margin for a real "
+            "difference).")
 
 
 def notice(results: dict, curve_shots: list, gaps: list, shots: int, data_dir: Path) -> list:
@@ -367,13 +397,7 @@ def notice(results: dict, curve_shots: list, gaps: list, shots: int, data_dir: P
     lines.append(f"- Smaller steps deep in the backbone (parameter groups) are meant to keep what pretraining learned: "
                  f"discriminative LRs {dlr:.0%} against one LR for everything {full:.0%} in this run "
                  f"({dlr - full:+.0%}).")
-    if len(gaps) > 1 and gaps[0] > gaps[-1] + MARGIN:
-        lines.append(f"- Transfer paid most where labels were scarcest: {gaps[0]:+.0%} over scratch at "
-                     f"{curve_shots[0]} per digit, {gaps[-1]:+.0%} at {curve_shots[-1]}; with more labels scratch "
-                     "catches up.")
-    elif len(gaps) > 1:
-        lines.append(f"- The transfer-minus-scratch gap did not shrink with more labels in this run ({gaps[0]:+.0%} at "
-                     f"{curve_shots[0]} per digit, {gaps[-1]:+.0%} at {curve_shots[-1]}).")
+    lines.append(gap_trend(curve_shots, gaps))
     return lines
 
 

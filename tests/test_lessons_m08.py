@@ -127,12 +127,27 @@ def test_03_what_to_notice_follows_the_figures():
     at_chance = dict(zip(names, (0.117, 0.11, 0.11, 0.10, 0.097)), scratch=0.113)
     text = "\n".join(lesson.notice(at_chance, [5, 20], [0.007, -0.017], 20, REPO / "data"))
     assert "beat the same network" not in text and "did not transfer" in text and "--standin-only" in text, text
-    assert "paid most" not in text and "did not shrink" in text, text
+    # the smoke run's gap fell from +0.7% to -1.7%: inside the 5-point margin, and said so with both numbers
+    assert "paid most" not in text and "moved by less than 5 points" in text and "-1.7% at 20" in text, text
     good = dict(zip(names, (0.5, 0.55, 0.45, 0.52, 0.6)), scratch=0.2)
     text = "\n".join(lesson.notice(good, [5, 20, 100], [0.35, 0.3, 0.1], 20, REPO / "data"))
     assert "every way of reusing the backbone beat the same network" in text and "paid most" in text, text
     mixed = dict(good, **{"linear probe": 0.21})
     assert "Not every way" in "\n".join(lesson.notice(mixed, [5, 20, 100], [0.35, 0.3, 0.1], 20, REPO / "data"))
+
+
+def test_03_gap_and_best_row_follow_their_signs():
+    """`--shots 1` printed "-0.3% over scratch"; `--curve-shots 1` "the gap at 1 per digit is -1.0%, at 1 it is
+    -1.0%"; the smoke run "did not shrink" for a gap that fell 2.4 points. Each phrase now follows the numbers."""
+    lesson = load_script(REPO / FINE_TUNING, "m08_gap_03")
+    assert lesson.versus_scratch(-0.003) == "0.3% below scratch"
+    assert lesson.versus_scratch(0.25) == "+25.0% over scratch" and lesson.versus_scratch(0.0) == "level with scratch"
+    one = lesson.gap_trend([1], [-0.01])
+    assert "One point" in one and "at 1 it is" not in one and "-1.0%" in one, one
+    assert "grew with more labels" in lesson.gap_trend([5, 20], [0.0, 0.2])
+    behind = lesson.gap_trend([5, 100], [0.02, -0.2])  # fell by 22 points, but transfer never led: not "paid most"
+    assert "paid most" not in behind and "scratch pulled ahead" in behind, behind
+    assert "paid most" in lesson.gap_trend([5, 100], [0.3, 0.1])
 
 
 def test_03_shots_limited_to_what_every_digit_has():
