@@ -196,6 +196,10 @@ def test_04_what_to_notice_follows_the_figures():
     assert "no gradient reversal" in no_reversal and "hid the domain" not in no_reversal, no_reversal
     smoke_like = "\n".join(lesson.notice_dann(1.0, 0.211, 0.006, 0.894, 0.648, 0.608))  # seed 0's smoke figures
     assert "hid the domain" not in smoke_like and "+0.6% over AdaBN alone" in smoke_like, smoke_like
+    # it printed "did not rise above AdaBN's" beside that +0.6%: a rise, under the 1-point margin, said as one
+    assert "did not rise" not in smoke_like and "rose only +0.6% over AdaBN's, under the 1-point" in smoke_like
+    fell = "\n".join(lesson.notice_dann(1.0, 0.16, -0.02, 0.9, 0.65, 0.6))
+    assert "did not rise above AdaBN's (-2.0%)" in fell, fell
     no_drop = "\n".join(lesson.notice_dann(1.0, 0.3, 0.1, 0.8, 0.7, 0.7))
     assert "did not fall below AdaBN's" in no_drop and "hid the domain" not in no_drop, no_drop
     works = "\n".join(lesson.notice_dann(1.0, 0.16, 0.15, 0.8, 0.75, 0.7))
