@@ -121,9 +121,10 @@ def tiny_resnet(num_classes: int = 52, width: int = 16) -> nn.Sequential:
         avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(4 * width, num_classes)))
 
 
-def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) -> nn.Module:
+def standin_backbone(data_dir: Path, device, smoke: bool, out_dir: Path, made: bool = False) -> nn.Module:
     """01's cached stand-in (<name>-<sha256 prefix>.pt, hash checked as torch.hub does, weights_only=True; --smoke
-    also takes 01's short smoke version). When there is none, 01 makes it: `01_pretrained_models.py --standin-only`."""
+    also takes 01's short smoke version). When there is none, 01 makes it: `01_pretrained_models.py --standin-only`,
+    its metrics.json under this lesson's <out_dir>/standin (nothing written under the current directory)."""
     names = ["standin_glyphs_tinyresnet"] + (["standin_glyphs_tinyresnet_smoke"] if smoke else [])
     for path in [p for name in names for p in sorted(Path(data_dir).glob(f"{name}-*.pt"))]:
         if hashlib.sha256(path.read_bytes()).hexdigest().startswith(path.stem.rsplit("-", 1)[-1]):
@@ -135,13 +136,14 @@ def standin_backbone(data_dir: Path, device, smoke: bool, made: bool = False) ->
                       f"`01_pretrained_models.py --standin-only --data-dir {data_dir}` makes that once (~10 s)")
             return model.eval()
     command = [sys.executable, str(Path(__file__).with_name("01_pretrained_models.py")), "--standin-only",
-               "--data-dir", str(data_dir), "--device", device.type] + (["--smoke"] if smoke else [])
+               "--data-dir", str(data_dir), "--out-dir", str(Path(out_dir) / "standin"),
+               "--device", device.type] + (["--smoke"] if smoke else [])
     if made:  # 01 ran and still left no intact file
         raise SystemExit(f"could not make the stand-in under {data_dir} with 01_pretrained_models.py --standin-only")
     print(f"no intact stand-in under {data_dir}: making it with {' '.join(command[1:])}")
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"could not make the stand-in under {data_dir} with 01_pretrained_models.py --standin-only")
-    return standin_backbone(data_dir, device, smoke, made=True)  # cached now
+    return standin_backbone(data_dir, device, smoke, out_dir, made=True)  # cached now
 # ---- end of the stand-in ----
 
 
@@ -271,7 +273,7 @@ def main(argv=None) -> dict:
     metrics = {}
 
     section("1. Backbone and target task")
-    backbone = standin_backbone(args.data_dir, device, args.smoke)
+    backbone = standin_backbone(args.data_dir, device, args.smoke, args.out_dir)
     g = torch.Generator().manual_seed(args.seed)
     x_all, y_all = coloured_digits(g)
     x_all, y_all = x_all.to(device), y_all.to(device)

@@ -322,15 +322,21 @@ def test_real_digits_are_load_digits():
         assert torch.equal(labels, torch.tensor(digits.target))
 
 
-def test_standin_made_by_01_when_absent(tmp_path):
+def test_standin_made_by_01_when_absent(tmp_path, monkeypatch):
     """02, 03 and 06 keep only the stand-in's class and loader: from an empty --data-dir they run 01 with
-    --standin-only (the smoke recipe under --smoke) and load the file it writes, hash checked."""
+    --standin-only (the smoke recipe under --smoke) and load the file it writes, hash checked. 01's metrics.json goes
+    under the lesson's own --out-dir (it once went to outputs/... under the current directory, whatever --out-dir)."""
     import hashlib
 
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # 01 runs as a child process: it inherits this directory
     reference = load_script(REPO / PRETRAINED, "m08_standin_01").tiny_resnet().state_dict()
     for path in (FEATURES, FINE_TUNING, PRACTICAL):
         lesson = load_script(REPO / path, f"m08_standin_{path[21:23]}")
-        model = lesson.standin_backbone(tmp_path / path[21:23], torch.device("cpu"), smoke=True)
+        out = tmp_path / f"out_{path[21:23]}"
+        model = lesson.standin_backbone(tmp_path / path[21:23], torch.device("cpu"), True, out)
+        assert (out / "standin" / "metrics.json").is_file(), f"{path}: 01's metrics.json belongs in <out-dir>/standin"
+        assert not any((tmp_path / "cwd").iterdir()), f"{path}: 01 wrote under the current directory"
         files = list((tmp_path / path[21:23]).glob("*.pt"))
         assert [f.name.split("-")[0] for f in files] == ["standin_glyphs_tinyresnet_smoke"], (path, files)
         assert hashlib.sha256(files[0].read_bytes()).hexdigest().startswith(files[0].stem.split("-")[1])
@@ -345,7 +351,7 @@ def test_a_corrupt_standin_is_remade(tmp_path):
     bad = tmp_path / "standin_glyphs_tinyresnet_smoke-00000000.pt"
     bad.write_bytes(b"not a state dict")
     lesson = load_script(REPO / FEATURES, "m08_standin_corrupt")
-    lesson.standin_backbone(tmp_path, torch.device("cpu"), smoke=True)
+    lesson.standin_backbone(tmp_path, torch.device("cpu"), True, tmp_path / "out")
     files = [p.name for p in tmp_path.glob("*.pt")]
     assert bad.name not in files and len(files) == 1, files
 
