@@ -87,6 +87,31 @@ def test_03_lenet_reads_real_mnist_files(run_lesson, tmp_path, capsys):
     assert "synthetic digits" not in out, "the text must follow the branch that ran"
 
 
+def test_03_lenet_verdict_follows_the_numbers():
+    """--lr 1 diverged (epoch 1 loss 767,370) and ended at chance; the lesson still claimed high accuracy."""
+    lesson = load_script(REPO / LENET, "m06_lenet_verdict")
+    learned, text = lesson.training_verdict(0.096, 0.784, [1.91, 1.03], 2e-3, 2e-3)
+    assert learned and text == ""
+    learned, text = lesson.training_verdict(0.096, 0.096, [767370.7, 2.346], 1.0, 2e-3)
+    assert not learned and "diverged at --lr 1" in text and "767,370.7" in text and "--lr 0.002" in text
+    learned, text = lesson.training_verdict(0.096, 0.096, [2.3025, 2.3025], 1e-7, 2e-3)
+    assert not learned and "did not learn" in text and "diverged" not in text
+    learned, text = lesson.training_verdict(0.096, 0.90, [float("nan"), 0.5], 0.1, 2e-3)
+    assert learned and "diverged" in text  # a non-finite epoch is named even when accuracy recovered
+    assert lesson.smoke_note({}, lesson.SMOKE_SIZES) == ""
+    assert lesson.smoke_note({"epochs": 1, "batch_size": 64}, lesson.SMOKE_SIZES) == \
+        "--smoke uses its own sizes: --epochs 1 -> 2"
+
+
+def test_03_lenet_says_when_it_did_not_learn(run_lesson, capsys):
+    m = run_lesson(LENET, "--lr", "1", "--epochs", "1")
+    out = capsys.readouterr().out
+    assert m["val_acc_last_epoch"] < 0.2
+    assert "training diverged at --lr 1" in out and "reach high accuracy because" not in out
+    assert "real learning" not in out
+    assert "--smoke uses its own sizes: --epochs 1 -> 2" in out
+
+
 def test_04_image_classification(run_lesson):
     m = run_lesson(CLASSIFY)
     assert m["used_real_cifar10"] == 0
