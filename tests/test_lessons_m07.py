@@ -270,6 +270,22 @@ def test_07_attention(run_lesson, device):
     assert m["attention_alignment"] > 0.7, "reversal: output step t attends to input position L-1-t"
 
 
+def test_07_attention_verdicts_follow_the_numbers():
+    """--batch-size 1 ended at 0% vs 0% on the longest strings, and the lesson still claimed attention's win."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/07_attention.py", "m07_attention_verdicts")
+    assert "a look-up over all encoder states can" in lesson.bottleneck_verdict(0.0, 0.54, 1.18, 0.34)
+    lost = lesson.bottleneck_verdict(0.0, 0.0, 1.97, 1.76)
+    assert "neither model learned" in lost and "1.97" in lost and "look-up" not in lost
+    assert "one vector still holds" in lesson.bottleneck_verdict(0.95, 0.97, 0.01, 0.01)
+    assert "no clear gain" in lesson.bottleneck_verdict(0.6, 0.55, 0.5, 0.6)
+    assert "it is the anti-diagonal" in lesson.alignment_verdict(1.0)
+    weak = lesson.alignment_verdict(0.29)
+    assert "it is the anti-diagonal" not in weak and "29%" in weak
+    assert [lesson.token_str(t) for t in (3, 12, lesson.EOS)] == ["0", "9", "<eos>"]
+
+
 # ---- the default-run tier (pytest --default-runs -m default_run): the issue's thresholds at full size ----
 
 @pytest.mark.default_run
