@@ -86,6 +86,21 @@ def test_02_lstm(run_lesson, device):
     assert m["forget_gate_mean"] > 0.9
 
 
+def test_02_highway_claim_follows_the_ratios():
+    """--forget-bias 0/1 and --hidden 1 left the LSTM's gradient at 2e-28..1e-15; the lesson still said 'highway'."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/02_lstm.py", "m07_lstm_highway")
+    open_gate = lesson.highway_notes(3.4e-44, 2.0e-25, 0.14, 5.0, 0.5)
+    assert open_gate[0].endswith("that is the highway.") and "default 0 the factor was 2e-25" in open_gate[1]
+    for fb, ratio in ((0.0, 1.7e-28), (1.0, 5.6e-13)):
+        closed = lesson.highway_notes(3.4e-44, 2.0e-25, ratio, fb, 0.5)
+        assert "no highway" in closed[0] and "that is the highway" not in closed[0]
+        assert f"sigmoid({fb:g})" in closed[1], "a closed gate: the bias is the cause"
+    saturated = lesson.highway_notes(2.5e-177, 2.4e-42, 1.5e-15, 5.0, 2.4e-15)
+    assert "no highway" in saturated[0] and "saturated" in saturated[1] and "2e-15" in saturated[1]
+
+
 def test_03_gru(run_lesson, device, tmp_path):
     m = run_lesson("07-rnn-sequences/03_gru.py")
     assert (tmp_path / "out" / "comparison.png").is_file(), "--out-dir's help promises comparison.png"
