@@ -114,6 +114,14 @@ def test_03_gru(run_lesson, device, tmp_path):
     assert m["lstm_test_acc"] > m["chance_acc"] + 0.5
 
 
+def test_03_gru_text_follows_the_run(run_lesson, capsys):
+    """--length 1 trained on 2-symbol sequences under a header saying 'gap 20'; 'train equally well' was never run."""
+    m = run_lesson("07-rnn-sequences/03_gru.py", "--length", "5", "--train-size", "64", "--epochs", "1")
+    out = capsys.readouterr().out
+    assert m["memory_length"] == 5 and "on the same task and budget (gap 5)" in out
+    assert "equally well" not in out
+
+
 def test_03_batch_larger_than_the_smoke_training_set_is_a_usage_error():
     from harness import REPO, load_script
 
