@@ -178,6 +178,33 @@ def test_06_data_loaders(run_lesson):
     assert 0.25 < m["majority_fraction_sampled"] < 0.42
 
 
+def test_06_workers_claim_follows_the_table():
+    """Workers were slower than the main process in every reviewed run, yet 'Workers pay off' was printed."""
+    lesson = load_script(REPO / "06-cnn-image-processing/06_data_loaders.py", "m06_loader_verdict")
+
+    def row(rate, first_ms=50.0):
+        return {"images_per_s": rate, "epoch1_first_batch_ms": first_ms}
+
+    slow = {"workers=0 (main process)": row(4217, 4.0), "workers=1": row(1309, 58.0), "workers=2": row(1156),
+            "workers=2 persistent": row(2687), "workers=2 persistent float32 in __getitem__": row(5000)}
+    text = lesson.workers_verdict(slow, 96)
+    assert "did not pay off" in text and "4,217" in text and "2,687" in text, "the float32 row is not a worker row"
+    fast = {"workers=0 (main process)": row(1000), "workers=2 persistent": row(2500)}
+    assert lesson.workers_verdict(fast, 4000).startswith("- Workers pay off") and "2,500" in lesson.workers_verdict(
+        fast, 4000)
+    alone = lesson.workers_verdict({"workers=0 (main process)": row(4700),
+                                    "workers=0 float32 in __getitem__": row(4776)}, 96)
+    assert "--max-workers 0" in alone and "did not pay off" not in alone
+
+
+def test_06_max_workers_0_tries_no_worker(tmp_path, capsys):
+    """--max-workers 0 printed 'workers tried up to 0' and then timed a workers=1 row."""
+    args = ["--smoke", "--device", "cpu", "--max-workers", "0", "--out-dir", str(tmp_path / "out")]
+    m = run_inprocess("06-cnn-image-processing/06_data_loaders.py", args, tmp_path)[0]
+    assert m["loader_configs"] == 2 and not any(k.startswith("workers1") for k in m)
+    assert "workers=1" not in capsys.readouterr().out
+
+
 def test_07_custom_datasets(run_lesson):
     m = run_lesson("06-cnn-image-processing/07_custom_datasets.py")
     assert m["files_written"] == m["dataset_len"] == 24 and m["sample_channels"] == 3
