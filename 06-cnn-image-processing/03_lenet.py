@@ -79,10 +79,6 @@ def parse_args(argv):
                         help="training images used (synthetic digits generated, or the first N of MNIST's 60,000; "
                              "--smoke uses 3000)")
     args = parser.parse_args(argv)
-    args.default_lr = parser.get_default("lr")
-    # the flags a learner set that --smoke replaces by its own sizes: main says so once
-    args.set_by_learner = {name: getattr(args, name) for name in SMOKE_SIZES
-                           if getattr(args, name) != parser.get_default(name)}
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
         parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -97,6 +93,10 @@ def parse_args(argv):
                      "images are the validation split")
     if args.lr <= 0:
         parser.error("--lr must be > 0")
+    args.default_lr = parser.get_default("lr")
+    parser.set_defaults(**dict.fromkeys(SMOKE_SIZES))  # parsed again without defaults: what the learner typed
+    typed = parser.parse_args(argv)
+    args.set_by_learner = {name: getattr(typed, name) for name in SMOKE_SIZES if getattr(typed, name) is not None}
     return args
 
 

@@ -150,6 +150,16 @@ def test_04_image_classification_one_batch_one_epoch(tmp_path):
     assert m["steps"] == 1 and m["train_images"] == 40  # 40 images, batches of 32, the last 8 dropped
 
 
+def test_04_smoke_says_which_typed_flags_it_replaced():
+    """--smoke --workers 1 --epochs 1 ran 0 workers and 2 epochs without a word."""
+    lesson = load_script(REPO / CLASSIFY, "m06_classify_smoke_note")
+    args = lesson.parse_args(["--smoke", "--workers", "1", "--epochs", "2", "--device", "cpu"])
+    assert args.set_by_learner == {"workers": 1, "epochs": 2}, "typed flags, even one equal to its default"
+    used = {"train_size": 800, "width": 8, "epochs": 2, "batch_size": 32, "workers": 0}
+    assert lesson.smoke_note(args.set_by_learner, used) == "--smoke uses its own sizes: --workers 1 -> 0"
+    assert lesson.smoke_note(lesson.parse_args(["--smoke"]).set_by_learner, used) == ""
+
+
 def test_05_torchvision_datasets(run_lesson):
     m = run_lesson(DATASETS)
     assert m["datasets_loaded"] == 0 and m["datasets_failed"] == 3  # --smoke: nothing on disk, no download
