@@ -38,6 +38,8 @@ from torchvision import datasets, models
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 N_VAL = 5000  # validation images: the last 5,000 of MNIST's training set, or as many generated digits
+SMOKE_SIZES = {"epochs": 2, "batch_size": 64, "train_size": 3000}  # what --smoke uses instead of these flags
+CHANCE = 0.1  # ten classes
 
 
 def section(title: str) -> None:
@@ -70,11 +72,12 @@ def parse_args(argv):
                         help="where metrics.json and mistakes.png are written")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where torchvision keeps MNIST")
     parser.add_argument("--offline", action="store_true", help="do not try to download MNIST")
-    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set (--smoke uses 2)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per optimizer step (--smoke uses 64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--train-size", type=int, default=20000,
-                        help="training images used (synthetic digits generated, or the first N of MNIST's 60,000)")
+                        help="training images used (synthetic digits generated, or the first N of MNIST's 60,000; "
+                             "--smoke uses 3000)")
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
         parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
@@ -90,6 +93,10 @@ def parse_args(argv):
                      "images are the validation split")
     if args.lr <= 0:
         parser.error("--lr must be > 0")
+    args.default_lr = parser.get_default("lr")
+    parser.set_defaults(**dict.fromkeys(SMOKE_SIZES))  # parsed again without defaults: what the learner typed
+    typed = parser.parse_args(argv)
+    args.set_by_learner = {name: getattr(typed, name) for name in SMOKE_SIZES if getattr(typed, name) is not None}
     return args
 
 
@@ -125,7 +132,7 @@ def synthetic_digits(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
 
 def load_digits(args) -> tuple[dict, str]:
     """{'train', 'val', 'test'}: (uint8 images, labels) from torchvision's MNIST, or synthetic digits."""
-    n_train, n_val, n_test = (3000, 500, 500) if args.smoke else (args.train_size, N_VAL, 10000)
+    n_train, n_val, n_test = (SMOKE_SIZES["train_size"], 500, 500) if args.smoke else (args.train_size, N_VAL, 10000)
     download = not (args.smoke or args.offline)
     try:
         # download=False only reads <data-dir>/MNIST/raw/*-ubyte; True fetches them first if missing
@@ -186,11 +193,42 @@ def evaluate(model, x, y, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
     return (preds == y).float().mean().item(), preds
 
 
+def smoke_note(set_by_learner: dict, used: dict) -> str:
+    """'--smoke replaces ...' for the flags a learner set that --smoke overrides ('' when there are none)."""
+    changes = [f"--{name.replace('_', '-')} {value} -> {used[name]}" for name, value in set_by_learner.items()
+               if value != used[name]]
+    return f"--smoke uses its own sizes: {', '.join(changes)}" if changes else ""
+
+
+def training_verdict(acc_before: float, val_acc: float, epoch_losses: list[float], lr: float,
+                     default_lr: float) -> tuple[bool, str]:
+    """(learned?, one sentence on what training did): read from this run's numbers, never assumed.
+
+    Learned: validation accuracy at least 20 points above both chance and the untrained model. Diverged: an epoch's
+    mean loss above twice ln 10, the loss of a uniform guess over ten classes (or not finite).
+    """
+    learned = val_acc >= max(acc_before, CHANCE) + 0.2
+    guess_loss = float(np.log(10))
+    worst = max(range(len(epoch_losses)), key=lambda k: epoch_losses[k] if np.isfinite(epoch_losses[k]) else np.inf)
+    if not np.isfinite(epoch_losses[worst]) or epoch_losses[worst] > 2 * guess_loss:
+        return learned, (f"training diverged at --lr {lr:g}: epoch {worst + 1}'s train loss was "
+                         f"{epoch_losses[worst]:,.1f}, where guessing costs ln 10 = {guess_loss:.2f}; validation "
+                         f"accuracy {acc_before:.2%} before, {val_acc:.2%} after (chance 10%): try the default "
+                         f"--lr {default_lr:g}")
+    if not learned:
+        return learned, (f"LeNet did not learn in this run: validation accuracy {acc_before:.2%} before training, "
+                         f"{val_acc:.2%} after (chance 10%); more epochs, images or another --lr "
+                         f"(default {default_lr:g}) give it the chance")
+    return learned, ""
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
     seed_everything(args.seed)
     device = pick_device(args.device)
+    if args.smoke and (note := smoke_note(args.set_by_learner, SMOKE_SIZES)):
+        print(note)
 
     section("1. Data")
     data, source = load_digits(args)
@@ -212,11 +250,12 @@ def main(argv=None) -> dict:
     print(f"total: {count(model):,} parameters")
 
     section("3. Training")
-    epochs = 2 if args.smoke else args.epochs
-    batch_size = 64 if args.smoke else args.batch_size  # more steps from the few smoke images
+    epochs = SMOKE_SIZES["epochs"] if args.smoke else args.epochs
+    batch_size = SMOKE_SIZES["batch_size"] if args.smoke else args.batch_size  # more steps from few smoke images
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     acc_before, _ = evaluate(model, x_val, y_val)
+    epoch_losses = []
     sync(device)
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -231,13 +270,17 @@ def main(argv=None) -> dict:
             optimizer.step()
             total += loss.item() * len(idx)
         val_acc, _ = evaluate(model, x_val, y_val)
-        print(f"  epoch {epoch + 1}: train loss {total / len(x_train):.4f}, validation accuracy {val_acc:.2%}")
+        epoch_losses.append(total / len(x_train))
+        print(f"  epoch {epoch + 1}: train loss {epoch_losses[-1]:.4f}, validation accuracy {val_acc:.2%}")
     sync(device)
     train_s = time.perf_counter() - t0  # timed without the test set: it is looked at once, below
     test_acc, preds = evaluate(model, x_test, y_test)
     print(f"validation accuracy {acc_before:.2%} before training (chance is 10%), {val_acc:.2%} after {epochs} "
           f"epoch(s); test accuracy, scored once now: {test_acc:.2%} on {source} digits; {train_s:.1f} s of "
           f"training, {epochs * len(x_train) / train_s:,.0f} training images/s")
+    learned, verdict = training_verdict(acc_before, val_acc, epoch_losses, args.lr, args.default_lr)
+    if verdict:
+        print(verdict)
     wrong = (preds != y_test).nonzero().flatten().cpu()
     fig = Figure(figsize=(8, 3.8))
     for i, j in enumerate(wrong[:16].tolist()):
@@ -281,13 +324,18 @@ def main(argv=None) -> dict:
     section("What to notice")
     print("- Two conv+pool stages turn 28x28 pixels into 16x5x5 features; the flatten size (400) follows from the "
           "size formula of lesson 01.")
-    print("- 61,706 parameters reach high accuracy because convolutions share weights across positions.")
+    if learned:
+        print("- 61,706 parameters reach high accuracy because convolutions share weights across positions.")
+    else:
+        print(f"- 61,706 parameters can reach high accuracy (convolutions share weights across positions), but not in "
+              f"this run: {verdict}.")
     if source == "mnist":
         print(f"- These were real handwritten digits (torchvision.datasets.MNIST from {args.data_dir}): "
               f"{test_acc:.2%} on {len(x_test):,} test images after {epochs} epoch(s).")
     else:
         print("- MNIST was not available, so these were synthetic digits: a stand-in with the same shapes and "
-              "normalisation and real learning, but not real MNIST (run without --offline/--smoke to fetch it).")
+              + ("normalisation and real learning" if learned else "normalisation, learnable at the default flags")
+              + ", but not real MNIST (run without --offline/--smoke to fetch it).")
     return metrics
 
 

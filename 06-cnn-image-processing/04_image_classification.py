@@ -41,6 +41,7 @@ from torchvision.transforms import v2
 
 N_VAL = 1000  # validation images: the last 1,000 of CIFAR-10's 50,000 training images, or generated stand-ins
 MAX_CIFAR_TRAIN = 50_000 - N_VAL
+SMOKE_FLAGS = ("train_size", "width", "epochs", "batch_size", "workers")  # --smoke replaces these with its own sizes
 CLASSES = ("disc", "square", "triangle", "ring", "cross", "h-stripes", "v-stripes", "diag-stripes", "checker", "dots")
 
 
@@ -76,14 +77,17 @@ def parse_args(argv):
                         help="where metrics.json and samples.png are written")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where torchvision keeps CIFAR-10")
     parser.add_argument("--offline", action="store_true", help="do not try to download CIFAR-10")
-    parser.add_argument("--epochs", type=int, default=4, help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the training set (--smoke uses 2)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per optimizer step (--smoke uses 32)")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD with Nesterov momentum)")
-    parser.add_argument("--width", type=int, default=24, help="channels of the first block (doubled twice)")
+    parser.add_argument("--width", type=int, default=24,
+                        help="channels of the first block (doubled twice; --smoke uses at most 8)")
     parser.add_argument("--train-size", type=int, default=6000,
-                        help="training images (stand-in images generated, or the first N of CIFAR-10's 50,000)")
+                        help="training images (stand-in images generated, or the first N of CIFAR-10's 50,000; "
+                             "--smoke uses 800)")
     parser.add_argument("--workers", type=int, default=min(2, max(0, (os.cpu_count() or 1) - 1)),
-                        help="DataLoader worker processes for the augmentation (capped by the CPU count)")
+                        help="DataLoader worker processes for the augmentation (capped by the CPU count; --smoke "
+                             "uses 0)")
     parser.add_argument("--label-smoothing", type=float, default=0.1, help="0 turns label smoothing off")
     parser.add_argument("--no-augment", action="store_true", help="turn off random crop and flip")
     parser.add_argument("--no-onecycle", action="store_true", help="constant learning rate instead of OneCycleLR")
@@ -108,7 +112,17 @@ def parse_args(argv):
         parser.error(f"--train-size ({args.train_size}) must be at least --batch-size ({args.batch_size}): the "
                      "loader drops the last incomplete batch (drop_last=True), so no batch would be left to train on")
     args.workers = min(args.workers, os.cpu_count() or 1)
+    parser.set_defaults(**dict.fromkeys(SMOKE_FLAGS))  # parsed again without defaults: what the learner typed
+    typed = parser.parse_args(argv)
+    args.set_by_learner = {name: getattr(typed, name) for name in SMOKE_FLAGS if getattr(typed, name) is not None}
     return args
+
+
+def smoke_note(set_by_learner: dict, used: dict) -> str:
+    """'--smoke uses its own sizes: ...' for the flags a learner typed that --smoke replaced ('' when none)."""
+    changes = [f"--{name.replace('_', '-')} {value} -> {used[name]}" for name, value in set_by_learner.items()
+               if value != used[name]]
+    return f"--smoke uses its own sizes: {', '.join(changes)}" if changes else ""
 
 
 def class_mask(c: int, dx, dy, r, angle, period, phase, sign) -> torch.Tensor:
@@ -219,6 +233,10 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     seed_everything(args.seed)
     device = pick_device(args.device)
+    # what --smoke uses instead of these flags (load_images holds the 800 training images)
+    smoke_sizes = {"train_size": 800, "width": min(args.width, 8), "epochs": 2, "batch_size": 32, "workers": 0}
+    if args.smoke and (note := smoke_note(args.set_by_learner, smoke_sizes)):
+        print(note)
 
     section("1. Data")
     data, source, classes = load_images(args)
@@ -249,8 +267,7 @@ def main(argv=None) -> dict:
     normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean.tolist(), std.tolist())])
 
     section("3. Model")
-    smoke_width = min(args.width, 8)
-    model = small_cnn(smoke_width if args.smoke else args.width).to(device)
+    model = small_cnn(smoke_sizes["width"] if args.smoke else args.width).to(device)
     memory_format = torch.contiguous_format if args.no_channels_last else torch.channels_last
     model = model.to(memory_format=memory_format)  # NHWC in memory: what cuDNN's fastest conv kernels read
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; memory format "
@@ -260,13 +277,13 @@ def main(argv=None) -> dict:
     augment = None if args.no_augment else v2.Compose([
         # zero padding: padding_mode="reflect" is ~100x slower per image on a CPU
         v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
-    workers = 0 if args.smoke else args.workers
-    batch_size = 32 if args.smoke else args.batch_size  # enough steps for OneCycle's warm-up in a smoke run
+    workers = smoke_sizes["workers"] if args.smoke else args.workers
+    batch_size = smoke_sizes["batch_size"] if args.smoke else args.batch_size  # steps for OneCycle's warm-up
     loader = DataLoader(AugmentedImages(x_train, y_train, augment), batch_size=batch_size, shuffle=True,
                         drop_last=True, num_workers=workers, persistent_workers=workers > 0,
                         worker_init_fn=one_thread_per_worker, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
-    epochs = 2 if args.smoke else args.epochs
+    epochs = smoke_sizes["epochs"] if args.smoke else args.epochs
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     scheduler = None if args.no_onecycle else torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=epochs * len(loader), pct_start=0.25)

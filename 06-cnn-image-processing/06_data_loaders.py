@@ -174,6 +174,28 @@ def measure(loader, device, epochs: int = 2) -> dict:
             "images": n}
 
 
+def workers_verdict(rows: dict, images_per_epoch: int) -> str:
+    """The 'What to notice' sentence on workers, read from this run's table (rows: name -> measure's dict)."""
+    main_rate = rows["workers=0 (main process)"]["images_per_s"]
+    with_workers = {name: r for name, r in rows.items() if not name.startswith("workers=0") and "float32" not in name}
+    general = ("past the core count they only add overhead, and starting them costs time every epoch unless "
+               "persistent_workers=True.")
+    if not with_workers:
+        return ("- Only the main process loaded here (--max-workers 0). Workers pay off when __getitem__ does real "
+                "work (decode, augment); " + general)
+    best = max(with_workers, key=lambda name: with_workers[name]["images_per_s"])
+    best_rate = with_workers[best]["images_per_s"]
+    if best_rate > 1.1 * main_rate:
+        return (f"- Workers pay off when __getitem__ does real work (decode, augment): {best_rate:,.0f} images/s "
+                f"({best}) against {main_rate:,.0f} in the main process; " + general)
+    start_ms = max(r["epoch1_first_batch_ms"] for r in with_workers.values())
+    return (f"- Workers did not pay off in this run: {main_rate:,.0f} images/s in the main process against "
+            f"{best_rate:,.0f} at best with workers ({best}). An epoch here is {images_per_epoch} images, "
+            f"{1000 * images_per_epoch / main_rate:.0f} ms of work in the main process, while new workers took up to "
+            f"{start_ms:.0f} ms to deliver their first batch (and a busy machine has fewer free cores). Workers pay "
+            "off when __getitem__'s work outweighs starting them and passing batches back; " + general)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -197,7 +219,7 @@ def main(argv=None) -> dict:
     common = dict(batch_size=batch, shuffle=True, worker_init_fn=one_thread_per_worker)
     float_dataset = PngDataset(blobs, labels, side, to_float=True)
     configs = {"workers=0 (main process)": dict(num_workers=0)}
-    for w in sorted({1, max_workers} - {0}):
+    for w in sorted({min(1, max_workers), max_workers} - {0}):  # --max-workers 0: the main process only
         configs[f"workers={w}"] = dict(num_workers=w)
     w = max_workers
     if max_workers > 0:
@@ -308,8 +330,7 @@ def main(argv=None) -> dict:
     print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- Workers pay off when __getitem__ does real work (decode, augment); past the core count they only add "
-          "overhead, and starting them costs time every epoch unless persistent_workers=True.")
+    print(workers_verdict(rows, n))
     print("- default_collate stacks what __getitem__ returns: return uint8 and convert on the device (4x fewer bytes);")
     print("  write a collate_fn only for what stacking cannot do, such as images of different sizes (exercise 6).")
     print("- WeightedRandomSampler rebalances classes by sampling, with replacement.")

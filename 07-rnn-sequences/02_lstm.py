@@ -200,13 +200,46 @@ def train_recaller(kind, args, length, steps, device, forget_bias=None):
     return model, acc, float(np.mean(losses[-20:]))
 
 
-def input_gradient_norms(model: nn.Module, steps: int, hidden: int, device, g) -> list[float]:
-    """||dL/dx_t|| for t = 0..steps-1 where L reads only the last output: how much step t can still teach."""
+def input_gradient_norms(model: nn.Module, steps: int, hidden: int, device, g) -> tuple[list[float], tuple]:
+    """||dL/dx_t|| for t = 0..steps-1 where L reads only the last output: how much step t can still teach.
+
+    Also returns the model's final state (h_n for an RNN, (h_n, c_n) for an LSTM)."""
     # float64: 120 steps back the RNN's gradient is below float32's smallest normal number and would print as 0
     x = torch.randn(1, steps, hidden, generator=g, dtype=torch.float64).to(device).requires_grad_()
-    out, _ = model(x)  # (1, T, H)
+    out, state = model(x)  # (1, T, H)
     out[0, -1].sum().backward()
-    return x.grad[0].norm(dim=1).tolist()
+    return x.grad[0].norm(dim=1).tolist(), state
+
+
+OPEN = 1e-3  # a gradient 120 steps back at least this fraction of the last step's: the highway carried it
+
+
+def highway_notes(rnn_flow: float, lstm0_flow: float, lstm_flow: float, forget_bias: float,
+                  cell_slope: float) -> list[str]:
+    """The two 'What to notice' lines on the gradient highway, read from this run's ratios.
+
+    cell_slope: the largest tanh'(c) over the LSTM's units at the last step; every gradient through c passes it.
+    """
+    said = f"- 120 steps back the RNN's gradient was multiplied by {rnn_flow:.0e}, the LSTM's by {lstm_flow:.0e}"
+    if lstm_flow >= OPEN and lstm_flow > 1e3 * rnn_flow:
+        return [f"{said}: that is the highway.",
+                f"- The forget-gate bias decides whether the highway is open at the start: with PyTorch's default 0 "
+                f"the factor was {lstm0_flow:.0e}. Initialising it to 1 or more is standard practice."]
+    f = 1 / (1 + np.exp(-forget_bias))
+    kept = f ** 119
+    first = f"{said} (forget bias {forget_bias:g}): it vanished too, so this run shows no highway."
+    if kept < OPEN:
+        default = "" if forget_bias == 0 else f" With PyTorch's default 0 the factor was {lstm0_flow:.0e}."
+        return [first, f"- The forget-gate bias decides whether the highway is open at the start: a bias of "
+                       f"{forget_bias:g} alone gives f = sigmoid({forget_bias:g}) = {f:.2f}, and {f:.2f}^119 = "
+                       f"{kept:.0e}; the default --forget-bias 5 (f = 0.993) keeps it open.{default}"]
+    if cell_slope < OPEN:
+        return [first, f"- The forget gate was open (bias {forget_bias:g}: sigmoid = {f:.3f}, {f:.3f}^119 = "
+                       f"{kept:.2f}), but c summed its inputs over 120 steps until tanh(c) saturated in every unit: "
+                       f"tanh'(c) at the last step was at most {cell_slope:.0e}, and every gradient through c passes "
+                       "it on its way to the output."]
+    return [first, f"- The forget gate was open (bias {forget_bias:g}: sigmoid = {f:.3f}, {f:.3f}^119 = {kept:.2f}), "
+                   "yet the gradient vanished on its way through the other gates."]
 
 
 def main(argv=None) -> dict:
@@ -259,15 +292,21 @@ def main(argv=None) -> dict:
     if dev64 != device:
         print(f"{device.type} has no float64: this gradient experiment runs on the CPU (training stays on "
               f"{device.type})")
-    flows = {}
+    flows, states = {}, {}
     for name, model in models.items():
-        flows[name] = input_gradient_norms(model.to(dev64, torch.float64), T, args.hidden, dev64, g)
+        flows[name], states[name] = input_gradient_norms(model.to(dev64, torch.float64), T, args.hidden, dev64, g)
         print(f"  {name:32}: ||dL/dx_t|| at the last step {flows[name][-1]:.2e}, {T - 1} steps back "
               f"{flows[name][0]:.2e} (ratio {flows[name][0] / flows[name][-1]:.1e})")
     rnn_flow = flows["RNN (tanh)"][0] / flows["RNN (tanh)"][-1]
     lstm0_flow = flows["LSTM, forget bias 0 (default)"][0] / flows["LSTM, forget bias 0 (default)"][-1]
     open_flow = flows[f"LSTM, forget bias {args.forget_bias:g}"]
     lstm_flow = open_flow[0] / open_flow[-1]
+    cell_last = states[f"LSTM, forget bias {args.forget_bias:g}"][1]  # c_n (1, 1, H) of the --forget-bias LSTM
+    cell_slope = (1 - torch.tanh(cell_last) ** 2).max().item()
+    if args.forget_bias == 0:  # the same setting twice: say why the two rows still differ
+        print(f"  both LSTM rows start with a forget bias of 0 (PyTorch's init draws it around 0, --forget-bias 0 "
+              f"sets it exactly); they differ because each draws its own random weights and input, and both "
+              f"vanish ({lstm0_flow:.1e} and {lstm_flow:.1e})")
     print("dc_t/dc_{t-1} = f_t (plus small terms through h): with f near 1 the product over 120 steps stays near 1; "
           "the RNN's path multiplies by W_hh^T diag(tanh') at every step")
     fig = Figure(figsize=(7, 4))
@@ -347,10 +386,8 @@ def main(argv=None) -> dict:
 
     section("What to notice")
     print("- Four gates from one matmul: i and g write, f keeps, o reads; c is updated by a sum, not a squashing.")
-    print(f"- 120 steps back the RNN's gradient was multiplied by {rnn_flow:.0e}, the LSTM's by {lstm_flow:.0e}: "
-          "that is the highway.")
-    print(f"- The forget-gate bias decides whether the highway is open at the start: with PyTorch's default 0 "
-          f"the factor was {lstm0_flow:.0e}. Initialising it to 1 or more is standard practice.")
+    for line in highway_notes(rnn_flow, lstm0_flow, lstm_flow, args.forget_bias, cell_slope):
+        print(line)
     print(f"- Same size, same steps: RNN {rnn_acc:.0%} vs LSTM {lstm_acc:.0%} at a gap of {length}. Try --length.")
     return metrics
 

@@ -204,8 +204,8 @@ def main(argv=None) -> dict:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
     print(f"{configs} layouts: nn.GRU = reset AFTER W_hn h (worst {worst_torch:.1e}, tolerance {tol:g}); the paper's "
           f"reset-before variant is never closer than {worst_paper:.2f}")
-    print("Both are valid GRUs that train equally well; weights trained with one are not interchangeable with the "
-          "other (Keras calls PyTorch's form reset_after=True).")
+    print("Both are valid GRUs, but weights trained with one are not interchangeable with the other (Keras calls "
+          "PyTorch's form reset_after=True).")
 
     section("2. Parameters at the same size")
     counts, mismatches = {}, 0
@@ -225,8 +225,8 @@ def main(argv=None) -> dict:
     print(f"formula gates * (H*I + H*H + 2H) per layer and direction (2H: PyTorch keeps both b_ih and b_hh): "
           f"{mismatches} mismatches; ratios RNN : GRU : LSTM = 1 : 3 : 4")
 
-    section(f"3. RNN vs GRU vs LSTM on the same task and budget (gap {args.length if not args.smoke else 20})")
     length = min(args.length, 20) if args.smoke else args.length
+    section(f"3. RNN vs GRU vs LSTM on the same task and budget (gap {length})")
     train_size = min(args.train_size, SMOKE_TRAIN_SIZE) if args.smoke else args.train_size
     epochs = min(args.epochs, 4) if args.smoke else args.epochs
     g = torch.Generator().manual_seed(args.seed)

@@ -87,6 +87,31 @@ def test_03_lenet_reads_real_mnist_files(run_lesson, tmp_path, capsys):
     assert "synthetic digits" not in out, "the text must follow the branch that ran"
 
 
+def test_03_lenet_verdict_follows_the_numbers():
+    """--lr 1 diverged (epoch 1 loss 767,370) and ended at chance; the lesson still claimed high accuracy."""
+    lesson = load_script(REPO / LENET, "m06_lenet_verdict")
+    learned, text = lesson.training_verdict(0.096, 0.784, [1.91, 1.03], 2e-3, 2e-3)
+    assert learned and text == ""
+    learned, text = lesson.training_verdict(0.096, 0.096, [767370.7, 2.346], 1.0, 2e-3)
+    assert not learned and "diverged at --lr 1" in text and "767,370.7" in text and "--lr 0.002" in text
+    learned, text = lesson.training_verdict(0.096, 0.096, [2.3025, 2.3025], 1e-7, 2e-3)
+    assert not learned and "did not learn" in text and "diverged" not in text
+    learned, text = lesson.training_verdict(0.096, 0.90, [float("nan"), 0.5], 0.1, 2e-3)
+    assert learned and "diverged" in text  # a non-finite epoch is named even when accuracy recovered
+    assert lesson.smoke_note({}, lesson.SMOKE_SIZES) == ""
+    assert lesson.smoke_note({"epochs": 1, "batch_size": 64}, lesson.SMOKE_SIZES) == \
+        "--smoke uses its own sizes: --epochs 1 -> 2"
+
+
+def test_03_lenet_says_when_it_did_not_learn(run_lesson, capsys):
+    m = run_lesson(LENET, "--lr", "1", "--epochs", "1")
+    out = capsys.readouterr().out
+    assert m["val_acc_last_epoch"] < 0.2
+    assert "training diverged at --lr 1" in out and "reach high accuracy because" not in out
+    assert "real learning" not in out
+    assert "--smoke uses its own sizes: --epochs 1 -> 2" in out
+
+
 def test_04_image_classification(run_lesson):
     m = run_lesson(CLASSIFY)
     assert m["used_real_cifar10"] == 0
@@ -125,6 +150,16 @@ def test_04_image_classification_one_batch_one_epoch(tmp_path):
     assert m["steps"] == 1 and m["train_images"] == 40  # 40 images, batches of 32, the last 8 dropped
 
 
+def test_04_smoke_says_which_typed_flags_it_replaced():
+    """--smoke --workers 1 --epochs 1 ran 0 workers and 2 epochs without a word."""
+    lesson = load_script(REPO / CLASSIFY, "m06_classify_smoke_note")
+    args = lesson.parse_args(["--smoke", "--workers", "1", "--epochs", "2", "--device", "cpu"])
+    assert args.set_by_learner == {"workers": 1, "epochs": 2}, "typed flags, even one equal to its default"
+    used = {"train_size": 800, "width": 8, "epochs": 2, "batch_size": 32, "workers": 0}
+    assert lesson.smoke_note(args.set_by_learner, used) == "--smoke uses its own sizes: --workers 1 -> 0"
+    assert lesson.smoke_note(lesson.parse_args(["--smoke"]).set_by_learner, used) == ""
+
+
 def test_05_torchvision_datasets(run_lesson):
     m = run_lesson(DATASETS)
     assert m["datasets_loaded"] == 0 and m["datasets_failed"] == 3  # --smoke: nothing on disk, no download
@@ -151,6 +186,33 @@ def test_06_data_loaders(run_lesson):
     assert m["minority_fraction_before"] < 0.05
     assert 0.25 < m["minority_fraction_sampled"] < 0.42  # rebalanced to about a third
     assert 0.25 < m["majority_fraction_sampled"] < 0.42
+
+
+def test_06_workers_claim_follows_the_table():
+    """Workers were slower than the main process in every reviewed run, yet 'Workers pay off' was printed."""
+    lesson = load_script(REPO / "06-cnn-image-processing/06_data_loaders.py", "m06_loader_verdict")
+
+    def row(rate, first_ms=50.0):
+        return {"images_per_s": rate, "epoch1_first_batch_ms": first_ms}
+
+    slow = {"workers=0 (main process)": row(4217, 4.0), "workers=1": row(1309, 58.0), "workers=2": row(1156),
+            "workers=2 persistent": row(2687), "workers=2 persistent float32 in __getitem__": row(5000)}
+    text = lesson.workers_verdict(slow, 96)
+    assert "did not pay off" in text and "4,217" in text and "2,687" in text, "the float32 row is not a worker row"
+    fast = {"workers=0 (main process)": row(1000), "workers=2 persistent": row(2500)}
+    assert lesson.workers_verdict(fast, 4000).startswith("- Workers pay off") and "2,500" in lesson.workers_verdict(
+        fast, 4000)
+    alone = lesson.workers_verdict({"workers=0 (main process)": row(4700),
+                                    "workers=0 float32 in __getitem__": row(4776)}, 96)
+    assert "--max-workers 0" in alone and "did not pay off" not in alone
+
+
+def test_06_max_workers_0_tries_no_worker(tmp_path, capsys):
+    """--max-workers 0 printed 'workers tried up to 0' and then timed a workers=1 row."""
+    args = ["--smoke", "--device", "cpu", "--max-workers", "0", "--out-dir", str(tmp_path / "out")]
+    m = run_inprocess("06-cnn-image-processing/06_data_loaders.py", args, tmp_path)[0]
+    assert m["loader_configs"] == 2 and not any(k.startswith("workers1") for k in m)
+    assert "workers=1" not in capsys.readouterr().out
 
 
 def test_07_custom_datasets(run_lesson):

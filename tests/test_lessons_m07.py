@@ -86,6 +86,21 @@ def test_02_lstm(run_lesson, device):
     assert m["forget_gate_mean"] > 0.9
 
 
+def test_02_highway_claim_follows_the_ratios():
+    """--forget-bias 0/1 and --hidden 1 left the LSTM's gradient at 2e-28..1e-15; the lesson still said 'highway'."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/02_lstm.py", "m07_lstm_highway")
+    open_gate = lesson.highway_notes(3.4e-44, 2.0e-25, 0.14, 5.0, 0.5)
+    assert open_gate[0].endswith("that is the highway.") and "default 0 the factor was 2e-25" in open_gate[1]
+    for fb, ratio in ((0.0, 1.7e-28), (1.0, 5.6e-13)):
+        closed = lesson.highway_notes(3.4e-44, 2.0e-25, ratio, fb, 0.5)
+        assert "no highway" in closed[0] and "that is the highway" not in closed[0]
+        assert f"sigmoid({fb:g})" in closed[1], "a closed gate: the bias is the cause"
+    saturated = lesson.highway_notes(2.5e-177, 2.4e-42, 1.5e-15, 5.0, 2.4e-15)
+    assert "no highway" in saturated[0] and "saturated" in saturated[1] and "2e-15" in saturated[1]
+
+
 def test_03_gru(run_lesson, device, tmp_path):
     m = run_lesson("07-rnn-sequences/03_gru.py")
     assert (tmp_path / "out" / "comparison.png").is_file(), "--out-dir's help promises comparison.png"
@@ -97,6 +112,14 @@ def test_03_gru(run_lesson, device, tmp_path):
     assert (m["gru_params"] - head) * 4 == (m["lstm_params"] - head) * 3, "GRU = 3/4 of the LSTM at the same size"
     assert m["lstm_test_acc"] > 0.9 and m["gru_test_acc"] > 0.9, "both gated models learn the task"
     assert m["lstm_test_acc"] > m["chance_acc"] + 0.5
+
+
+def test_03_gru_text_follows_the_run(run_lesson, capsys):
+    """--length 1 trained on 2-symbol sequences under a header saying 'gap 20'; 'train equally well' was never run."""
+    m = run_lesson("07-rnn-sequences/03_gru.py", "--length", "5", "--train-size", "64", "--epochs", "1")
+    out = capsys.readouterr().out
+    assert m["memory_length"] == 5 and "on the same task and budget (gap 5)" in out
+    assert "equally well" not in out
 
 
 def test_03_batch_larger_than_the_smoke_training_set_is_a_usage_error():
@@ -268,6 +291,22 @@ def test_07_attention(run_lesson, device):
     assert m["exact_acc_attention"] > m["exact_acc_no_attention"] + 0.2
     assert m["long_exact_acc_attention"] > m["long_exact_acc_no_attention"] + 0.3, "the bottleneck shows on length"
     assert m["attention_alignment"] > 0.7, "reversal: output step t attends to input position L-1-t"
+
+
+def test_07_attention_verdicts_follow_the_numbers():
+    """--batch-size 1 ended at 0% vs 0% on the longest strings, and the lesson still claimed attention's win."""
+    from harness import REPO, load_script
+
+    lesson = load_script(REPO / "07-rnn-sequences/07_attention.py", "m07_attention_verdicts")
+    assert "a look-up over all encoder states can" in lesson.bottleneck_verdict(0.0, 0.54, 1.18, 0.34)
+    lost = lesson.bottleneck_verdict(0.0, 0.0, 1.97, 1.76)
+    assert "neither model learned" in lost and "1.97" in lost and "look-up" not in lost
+    assert "one vector still holds" in lesson.bottleneck_verdict(0.95, 0.97, 0.01, 0.01)
+    assert "no clear gain" in lesson.bottleneck_verdict(0.6, 0.55, 0.5, 0.6)
+    assert "it is the anti-diagonal" in lesson.alignment_verdict(1.0)
+    weak = lesson.alignment_verdict(0.29)
+    assert "it is the anti-diagonal" not in weak and "29%" in weak
+    assert [lesson.token_str(t) for t in (3, 12, lesson.EOS)] == ["0", "9", "<eos>"]
 
 
 # ---- the default-run tier (pytest --default-runs -m default_run): the issue's thresholds at full size ----
