@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import REPO, run_inprocess, subprocess_env
+from harness import REPO, load_script, run_inprocess, subprocess_env
 
 pytestmark = pytest.mark.smoke
 
@@ -31,12 +31,25 @@ def test_04_distributed_basics(run_lesson):
     assert m["ddp_param_max_abs_diff"] < 1e-5
     assert m["ddp_test_acc"] > 0.5 and abs(m["ddp_test_acc"] - m["single_process_test_acc"]) <= 0.01
     assert m["ddp_steps"] == 22  # 1400 digits / 2 ranks / 32 per rank, rounded up: the sampler split the data
+    assert m["ddp_drifted"] == 0 and m["ddp_first_step_param_diff"] < 1e-6
     # DistributedSampler: disjoint, covering shards; set_epoch reshuffles; without it the order repeats
     assert m["sampler_disjoint"] == 1 and m["sampler_covers"] == 1 and m["sampler_epochs_differ"] == 1
     assert m["sampler_repeats_without_set_epoch"] == 1 and m["sampler_padded_items"] == 1
     # FSDP2: half of every weight per rank, same training as the unsharded model
     assert m["fsdp_ran"] == 1 and m["fsdp_param_max_abs_diff"] < 1e-6
     assert abs(m["fsdp_local_param_fraction"] - 0.5) < 0.01
+
+
+def test_04_drift_note_speaks_only_when_the_replay_drifted():
+    """--batch-size 1 (2 rows a step at --lr 0.05): the weights end 1.41 apart although each step's gradients agree
+    to 1e-8. The lesson must say why instead of printing the difference bare; at the default it says nothing."""
+    lesson = load_script(REPO / DIST, "m09_dist_for_drift")
+    assert lesson.drift_note([3e-9, 1e-8, 4e-8], 3.7e-8, 2, 32, 0.05) is None
+    assert lesson.drift_note([1e-8, 2e-6, 1e-5], 1.3e-5, 2, 32, 1.0) is None  # grew, but still the same model
+    drift = [7.5e-9] * 310 + [2e-4] * 389 + [1.41]
+    note = lesson.drift_note(drift, 1.41, 2, 1, 0.05)
+    assert "drifted apart: 7.5e-09 after step 1" in note and "past 1e-4 by step 311" in note
+    assert "1.41 after step 700" in note and "2 x 1 rows at --lr 0.05" in note and "not DDP going wrong" in note
 
 
 def test_04_a_failing_worker_is_reported_and_nothing_hangs(tmp_path):
