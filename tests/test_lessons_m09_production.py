@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from harness import REPO, load_script, run_inprocess, subprocess_env
 
 pytestmark = pytest.mark.smoke
@@ -78,6 +79,30 @@ def test_04_runs_under_torchrun(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["launched_by_torchrun"] == 1 and metrics["world_size"] == 2
     assert metrics["ddp_grad_max_abs_diff"] < 1e-6 and metrics["all_reduce_exact"] == 1
+
+
+def test_05_same_model_when_the_batches_divide_the_data(tmp_path):
+    """1000 training digits in batches of 250: a bare `for` over the loader asks once more for the StopIteration,
+    RandomSampler then draws an unused permutation from the seeded generator, and epoch 2 was shuffled differently
+    from the Trainer's (which takes exactly len(loader) batches): --batch-size 1 ended 1.79 apart."""
+    lesson = load_script(REPO / LIGHTNING, "m09_lightning_for_order")
+    args = lesson.parse_args(["--batch-size", "250", "--out-dir", str(tmp_path)])
+    splits = lesson.load_digits_split(0)
+    plain, _ = lesson.plain_loop(splits, args, 2, torch.device("cpu"))
+    lit = lesson.LitDigits(hidden=args.hidden, lr=args.lr, epochs=2, seed=0)
+    trainer = lesson.make_trainer(torch.device("cpu"), tmp_path, max_epochs=2, logger=False,
+                                  enable_checkpointing=False)
+    trainer.fit(lit, datamodule=lesson.DigitsDataModule(splits, 250, 0))
+    for p, q in zip(plain.parameters(), lit.net.parameters()):
+        assert torch.equal(p, q.detach())
+
+
+def test_05_same_model_note_follows_the_weights():
+    lesson = load_script(REPO / LIGHTNING, "m09_lightning_for_note")
+    assert "computes exactly what the hand-written loop does" in lesson.same_model_note(0.0, "cpu")
+    assert "up to float rounding on cuda (3.0e-07)" in lesson.same_model_note(3e-7, "cuda")
+    note = lesson.same_model_note(1.79, "cpu")
+    assert "Not in this run" in note and "1.79e+00 apart" in note and "exactly" not in note
 
 
 def test_05_pytorch_lightning(run_lesson, device, tmp_path):
