@@ -31,8 +31,10 @@ and without tying, the exact missing/unexpected keys, and the compile time and s
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import random
@@ -88,8 +90,9 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate")
     parser.add_argument("--width", type=int, default=32, help="channels of every residual block")
     parser.add_argument("--depth", type=int, default=3, help="residual blocks (the early exit sits after the first)")
-    parser.add_argument("--exit-threshold", type=float, default=0.95,
-                        help="a sample leaves after block 1 when the early head's top probability reaches this")
+    parser.add_argument("--exit-threshold", type=float, default=None,
+                        help="a sample leaves after block 1 when the early head's top probability reaches this "
+                             "(default: 0.95, or 0.5 with --smoke: a 3-epoch net is less sure)")
     parser.add_argument("--compile-backend", default=None, choices=["inductor", "aot_eager", "eager", "none"],
                         help="torch.compile backend for section 9 (default: inductor, or aot_eager with --smoke); "
                              "inductor on a CPU needs a C++ compiler")
@@ -106,8 +109,11 @@ def parse_args(argv):
         parser.error("--batch-size must be between 1 and 1000 (the training split holds about 1,080 digits)")
     if args.depth < 2:
         parser.error("--depth must be at least 2: the early exit needs a block after it")
-    if not 0 < args.exit_threshold <= 1:
+    if args.exit_threshold is not None and not 0 < args.exit_threshold <= 1:
         parser.error("--exit-threshold must be in (0, 1]")
+    if args.exit_threshold is None:  # a value given on the command line is used as given, --smoke or not
+        args.exit_threshold = 0.5 if args.smoke else 0.95
+    args.compile_backend_given = args.compile_backend is not None
     if args.compile_backend is None:
         args.compile_backend = "aot_eager" if args.smoke else "inductor"
     return args
@@ -348,6 +354,57 @@ def transfer_load(new_model: nn.Module, state: dict) -> dict:
             "shape_mismatch": shape_mismatch}
 
 
+def exit_verdict(clean_frac: float, noisy_frac: float, only_clean: int, only_noisy: int, n: int,
+                 threshold: float) -> str:
+    """How often noisy digits leave early vs clean ones, and whether this run shows harder inputs going deeper.
+    only_clean / only_noisy: digits that leave early without the noise but not with it, and the reverse. If noise
+    made no difference, each of those digits would fall either way as often: the gap between the two counts must
+    be at least twice its standard deviation (a sign test), sqrt(only_clean + only_noisy), to count as a result."""
+    counts = f"{round(noisy_frac * n)} of {n} vs {round(clean_frac * n)} of {n}"
+    if clean_frac == 0 and noisy_frac == 0:
+        return (f"no test digit leaves early, clean or noisy: the early head never reaches {threshold:g} in this "
+                "run, so it shows nothing about harder inputs (train longer, or lower --exit-threshold)")
+    gap = only_clean - only_noisy
+    if gap > 0 and gap >= 2 * math.sqrt(only_clean + only_noisy):
+        return (f"noisy digits leave early {noisy_frac:.0%} of the time vs {clean_frac:.0%}, less often: harder "
+                "inputs get more computation")
+    split = f"({only_clean} leave early only when clean, {only_noisy} only when noisy)"
+    if gap < 0 and -gap >= 2 * math.sqrt(only_clean + only_noisy):
+        return (f"noisy digits leave early {counts} clean {split}: more often, so in this run the noise made the "
+                "early head surer, and harder inputs did not get more computation")
+    return (f"noisy digits leave early {counts} clean {split}: too close to say that harder inputs get more "
+            "computation in this run")
+
+
+def compile_report(backend: str, given: bool, n: int, repeats: int, eager_ms: float, compile_s=None, diff=None,
+                   compiled_ms=None) -> list[str]:
+    """Section 9's lines: figures only for a compile that happened, and where to look for inductor's speed."""
+    if backend == "none":
+        return [f"--compile-backend none: nothing compiled; eager inference on {n} digits {eager_ms:.2f} ms "
+                f"(median of {repeats})"]
+    lines = [f"first call (compile) {compile_s:.2f} s; compiled vs eager max abs diff {diff:.2e}",
+             f"inference on {n} digits: eager {eager_ms:.2f} ms, compiled {compiled_ms:.2f} ms (median of "
+             f"{repeats}) -> {eager_ms / compiled_ms:.2f}x"]
+    if backend in ("aot_eager", "eager"):
+        how = ("--compile-backend inductor measures that" if given
+               else "run without --smoke, or with --compile-backend inductor, for that")
+        lines.append(f"backend {backend!r} runs the captured graph with eager kernels: it checks that the model "
+                     f"compiles, not how fast inductor's code would be ({how})")
+    return lines
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    """Raise one logger's level to ERROR for the duration of a with block, then put it back."""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
 def median_time_ms(fn, device, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -366,7 +423,7 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     width, depth = (16, 2) if args.smoke else (args.width, args.depth)
     epochs = min(args.epochs, 3) if args.smoke else args.epochs
-    threshold = min(args.exit_threshold, 0.5) if args.smoke else args.exit_threshold  # a 3-epoch net is less sure
+    threshold = args.exit_threshold
     metrics = {}
 
     section("1. Data: real handwritten digits")
@@ -442,22 +499,24 @@ def main(argv=None) -> dict:
     model.eval()
     with torch.no_grad():
         early_acc = (model(x_test.to(device))["early"].argmax(1).cpu() == y_test).float().mean().item()
-        exits = {}
+        exits, leaves = {}, {}
         noise = 0.25 * torch.randn(x_test.shape, generator=torch.Generator().manual_seed(args.seed))
         for label, x in (("clean", x_test), ("noisy", (x_test + noise).clamp(0, 1))):
             model.exit_counts.zero_()
             adaptive = model(x.to(device), exit_threshold=threshold)
             acc = (adaptive.argmax(1).cpu() == y_test).float().mean().item()
             exits[label] = (model.exit_counts[0].item() / len(y_test), acc)
+            # which digits left early: the forward's own rule, applied to the early head's output
+            leaves[label] = model(x.to(device))["early"].softmax(-1).amax(-1).cpu() >= threshold
     blocks_saved = exits["clean"][0] * (depth - 1) / depth
     print(f"test accuracy: final head {test_acc:.2%}, early head {early_acc:.2%} (val {val_acc:.2%})")
     for label, (frac, acc) in exits.items():
         print(f"  {label} test digits: {frac:.0%} leave after block 1 (threshold {threshold:g}), "
               f"accuracy with early exit {acc:.2%}")
-    less = ("less often: harder inputs get more computation" if exits["noisy"][0] < exits["clean"][0]
-            else "no less often")
-    print(f"clean digits skip {blocks_saved:.0%} of the residual blocks' work; noisy digits leave early "
-          f"{exits['noisy'][0]:.0%} of the time vs {exits['clean'][0]:.0%}, {less}")
+    only_clean = int((leaves["clean"] & ~leaves["noisy"]).sum())  # digits that leave early only without noise
+    only_noisy = int((leaves["noisy"] & ~leaves["clean"]).sum())
+    print(f"clean digits skip {blocks_saved:.0%} of the residual blocks' work; "
+          + exit_verdict(exits["clean"][0], exits["noisy"][0], only_clean, only_noisy, len(y_test), threshold))
     metrics.update({"val_acc": val_acc, "test_acc": test_acc, "early_head_test_acc": early_acc,
                     "early_exit_fraction": exits["clean"][0], "early_exit_test_acc": exits["clean"][1],
                     "noisy_early_exit_fraction": exits["noisy"][0]})
@@ -503,29 +562,29 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         eager_out = model(x_big)[model.task]
         eager_ms = median_time_ms(lambda: model(x_big), device, repeats)
-        if args.compile_backend == "none":
-            compile_s, compiled_ms, diff = 0.0, eager_ms, 0.0
-            print("--compile-backend none: eager only")
-        else:
+        if args.compile_backend != "none":
             compiled = torch.compile(model, backend=args.compile_backend)
             synchronize(device)
             t0 = time.perf_counter()
-            compiled_out = compiled(x_big)[model.task]  # the first call traces (and, for inductor, generates code)
+            # the first call traces (and, for inductor, generates code); inductor imports torch.utils.cpp_extension,
+            # which warns "No CUDA runtime is found" on a CPU-only machine: true, and irrelevant to a CPU compile
+            with quiet_logger("torch.utils.cpp_extension"):
+                compiled_out = compiled(x_big)[model.task]
             synchronize(device)
             compile_s = time.perf_counter() - t0
             diff = (compiled_out - eager_out).abs().max().item()
             compiled(x_big)  # one warm call after compiling
             compiled_ms = median_time_ms(lambda: compiled(x_big), device, repeats)
-    speedup = eager_ms / compiled_ms
-    print(f"first call (compile) {compile_s:.2f} s; compiled vs eager max abs diff {diff:.2e}")
-    print(f"inference on {len(x_big)} digits: eager {eager_ms:.2f} ms, compiled {compiled_ms:.2f} ms "
-          f"(median of {repeats}) -> {speedup:.2f}x")
-    if args.compile_backend in ("aot_eager", "eager"):
-        print(f"backend {args.compile_backend!r} runs the captured graph with eager kernels: it checks that the "
-              "model compiles, not how fast inductor's code would be (run without --smoke for that)")
     backend_code = {"none": 0, "eager": 1, "aot_eager": 2, "inductor": 3}[args.compile_backend]
-    metrics.update({"compile_backend_code": backend_code, "compiled_max_abs_diff": diff, "compile_s": compile_s,
-                    "eager_infer_ms": eager_ms, "compiled_infer_ms": compiled_ms, "compile_speedup": speedup})
+    metrics.update({"compile_backend_code": backend_code, "eager_infer_ms": eager_ms})
+    if args.compile_backend != "none":
+        metrics.update({"compiled_max_abs_diff": diff, "compile_s": compile_s, "compiled_infer_ms": compiled_ms,
+                        "compile_speedup": eager_ms / compiled_ms})
+    else:  # nothing was compiled: no compile time, agreement or speedup to report
+        compile_s = diff = compiled_ms = None
+    for line in compile_report(args.compile_backend, args.compile_backend_given, len(x_big), repeats, eager_ms,
+                               compile_s, diff, compiled_ms):
+        print(line)
 
     record = {"metrics": metrics, "torch_version": torch.__version__, "device": str(device), "seed": args.seed,
               "smoke": args.smoke, "wall_time_s": round(time.perf_counter() - start, 3)}

@@ -239,6 +239,21 @@ def median_ms(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
+def ensemble_note(best: dict, ens: dict) -> str:
+    """'What to notice' on averaging: the best member's test NLL and ECE against the ensemble's, worded by what
+    they did in this run (lower is better for both)."""
+    figures = (f"test NLL {best['nll']:.3f} (best member) -> {ens['nll']:.3f}, ECE {best['ece']:.3f} -> "
+               f"{ens['ece']:.3f} in this run")
+    nll_better, ece_better = ens["nll"] < best["nll"], ens["ece"] < best["ece"]
+    if nll_better and ece_better:
+        return f"- Averaging members that disagree on hard digits: {figures}."
+    if not nll_better and not ece_better:
+        return (f"- Averaging did not help here: {figures}, both worse. It pays when the members are each good "
+                "and disagree on hard digits; these members are wrong together.")
+    better, worse = ("NLL", "ECE") if nll_better else ("ECE", "NLL")
+    return f"- Averaging the members: {figures}: {better} better, {worse} worse."
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -439,8 +454,7 @@ def main(argv=None) -> dict:
 
     section("What to notice")
     b, e = results["independent best member"], results["independent ensemble"]
-    print(f"- Averaging members that disagree on hard digits: test NLL {b['nll']:.3f} (best member) -> {e['nll']:.3f}, "
-          f"ECE {b['ece']:.3f} -> {e['ece']:.3f} in this run.")
+    print(ensemble_note(b, e))
     print("- Average probabilities (or logits) rather than votes: votes throw the confidence away.")
     print("- Snapshot ensembles get K members from one run's budget; bagging trades data per member for diversity.")
     print("- vmap over stacked weights runs K models as one: same numbers as the loop, no per-model overhead; it "

@@ -348,6 +348,21 @@ def gradients(model, xb, yb, device, dtype, scaler=None, divisor: int = 1) -> tu
     return torch.cat(acts) * (divisor / scale), params * divisor  # back on the scale of one batch
 
 
+def scaler_note(flushed) -> str:
+    """Section 5's conclusion on GradScaler. flushed: the fp16 + GradScaler row's (activation gradients, the same
+    with the loss divided for accumulation, parameter gradients) still flushed to 0; None without an fp16 run."""
+    what = ("a flushed activation gradient carries no signal to the layers below it; the scaler multiplies the loss "
+            "(by 2^16 to start with)")
+    if flushed is None:
+        return f"{what} to keep those values above fp16's floor, and divides the result back in fp32"
+    if not any(flushed):
+        return f"{what} so those values stay above fp16's floor, and divides the result back in fp32"
+    act, act_accum, param = flushed
+    return (f"{what} to lift those values above fp16's floor, and divides the result back in fp32; here it did "
+            f"not lift all of them: {act:,} activation gradients ({act_accum:,} with loss / {ACCUMULATION}) and "
+            f"{param:,} parameter gradients still reached 0 with it")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -513,8 +528,12 @@ def main(argv=None) -> dict:
         key = name.replace(" + ", "_").replace(" ", "_").lower()
         metrics.update({f"zero_act_grads_{key}": flushed_act, f"zero_act_grads_{key}_accum": flushed_accum,
                         f"zero_param_grads_{key}": flushed_param})
-    print("a flushed activation gradient carries no signal to the layers below it; the scaler multiplies the loss "
-          "(by 2^16 to start with) so those values stay above fp16's floor, and divides the result back in fp32")
+    flushed_with_scaler = None  # (activation grads, same with loss / ACCUMULATION, param grads) still at 0
+    if ("fp16 + GradScaler", 1) in grads:
+        (act, param), act_accum = grads["fp16 + GradScaler", 1], grads["fp16 + GradScaler", ACCUMULATION][0]
+        flushed_with_scaler = tuple(int(((t == 0) & nonzero).sum().item()) for t, nonzero in
+                                    ((act, act_nonzero), (act_accum, act_nonzero), (param, param_nonzero)))
+    print(scaler_note(flushed_with_scaler))
     if "bf16" in available:
         # bf16's zeros are not underflow: measure how small those gradients are, against bf16's smallest normal
         # number and against the largest gradient of the same parameter tensor

@@ -40,6 +40,64 @@ def test_01_custom_architectures(run_lesson):
     assert m["compiled_max_abs_diff"] < 1e-4 and m["compile_backend_code"] == 2  # aot_eager in --smoke
 
 
+def test_01_exit_verdict_claims_only_what_the_counts_show():
+    lesson = load_script(REPO / ARCH, "m09_arch_for_exits")
+    # the --smoke run: 58 clean digits of 360 leave early, 11 noisy ones; 47 only when clean
+    claim = lesson.exit_verdict(58 / 360, 11 / 360, 47, 0, 360, 0.5)
+    assert claim == "noisy digits leave early 3% of the time vs 16%, less often: harder inputs get more computation"
+    # --lr 1: one clean digit of 360 left early, no noisy one; both round to 0%
+    close = lesson.exit_verdict(1 / 360, 0.0, 1, 0, 360, 0.5)
+    assert "0 of 360 vs 1 of 360" in close and "too close to say" in close and "less often" not in close
+    none = lesson.exit_verdict(0.0, 0.0, 0, 0, 360, 1.0)
+    assert "no test digit leaves early" in none and "never reaches 1 " in none
+    more = lesson.exit_verdict(20 / 360, 60 / 360, 0, 40, 360, 0.5)
+    assert "more often" in more and "did not get more computation" in more
+
+
+def test_01_explicit_flags_are_honoured_under_smoke():
+    lesson = load_script(REPO / ARCH, "m09_arch_for_flags")
+    assert lesson.parse_args(["--smoke", "--exit-threshold", "1"]).exit_threshold == 1.0  # was lowered to 0.5
+    assert lesson.parse_args(["--smoke"]).exit_threshold == 0.5 and lesson.parse_args([]).exit_threshold == 0.95
+    smoke = lesson.parse_args(["--smoke"])
+    assert smoke.compile_backend == "aot_eager" and not smoke.compile_backend_given
+    assert lesson.parse_args(["--compile-backend", "eager"]).compile_backend_given
+    with pytest.raises(SystemExit) as exc:
+        lesson.parse_args(["--exit-threshold", "0"])
+    assert exc.value.code == 2
+
+
+def test_01_compile_report_has_figures_only_for_a_compile_that_ran():
+    """--compile-backend none used to print a compile time, an agreement and a 1.00x speedup for a compile that
+    never happened; an explicit eager/aot_eager was told to drop --smoke to see inductor."""
+    lesson = load_script(REPO / ARCH, "m09_arch_for_compile")
+    [none] = lesson.compile_report("none", True, 1024, 5, 79.5)
+    assert none.startswith("--compile-backend none: nothing compiled") and "79.50 ms" in none
+    assert "compile" not in none.replace("--compile-backend", "").replace("nothing compiled", "")
+    smoke = lesson.compile_report("aot_eager", False, 1024, 5, 80.0, 1.5, 0.0, 40.0)
+    assert "-> 2.00x" in smoke[1] and "run without --smoke, or with --compile-backend inductor" in smoke[2]
+    explicit = lesson.compile_report("eager", True, 1024, 5, 80.0, 1.5, 0.0, 40.0)
+    assert "--compile-backend inductor measures that" in explicit[2] and "--smoke" not in explicit[2]
+    assert len(lesson.compile_report("inductor", True, 1024, 5, 80.0, 20.0, 1e-6, 30.0)) == 2
+
+
+def test_02_ensemble_note_follows_the_numbers():
+    lesson = load_script(REPO / ENSEMBLES, "m09_ensembles_for_note")
+    good = lesson.ensemble_note({"nll": 0.290, "ece": 0.028}, {"nll": 0.268, "ece": 0.021})
+    assert good.startswith("- Averaging members that disagree on hard digits: test NLL 0.290 (best member) -> 0.268")
+    worse = lesson.ensemble_note({"nll": 1.776, "ece": 0.563}, {"nll": 1.790, "ece": 0.601})  # --weight-decay 1
+    assert "did not help" in worse and "both worse" in worse and "disagree on hard digits:" not in worse
+    mixed = lesson.ensemble_note({"nll": 2.143, "ece": 0.050}, {"nll": 2.083, "ece": 0.062})  # --hidden 1
+    assert "NLL better, ECE worse" in mixed
+
+
+def test_03_scaler_note_follows_the_flushed_counts():
+    lesson = load_script(REPO / AMP, "m09_amp_for_scaler")
+    assert "so those values stay above fp16's floor" in lesson.scaler_note((0, 0, 0))
+    lr1 = lesson.scaler_note((0, 15, 7))  # --lr 1: the GradScaler row still had zeros
+    assert "stay above" not in lr1 and "did not lift all of them" in lr1
+    assert "0 activation gradients (15 with loss / 16) and 7 parameter gradients still reached 0" in lr1
+
+
 def test_01_partial_load_reports_exact_keys():
     lesson = load_script(REPO / ARCH, "m09_arch_for_keys")
     trained = lesson.DigitNet(8, 2)

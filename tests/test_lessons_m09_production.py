@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from harness import REPO, run_inprocess, subprocess_env
+import torch
+from harness import REPO, load_script, run_inprocess, subprocess_env
 
 pytestmark = pytest.mark.smoke
 
@@ -31,12 +32,25 @@ def test_04_distributed_basics(run_lesson):
     assert m["ddp_param_max_abs_diff"] < 1e-5
     assert m["ddp_test_acc"] > 0.5 and abs(m["ddp_test_acc"] - m["single_process_test_acc"]) <= 0.01
     assert m["ddp_steps"] == 22  # 1400 digits / 2 ranks / 32 per rank, rounded up: the sampler split the data
+    assert m["ddp_drifted"] == 0 and m["ddp_first_step_param_diff"] < 1e-6
     # DistributedSampler: disjoint, covering shards; set_epoch reshuffles; without it the order repeats
     assert m["sampler_disjoint"] == 1 and m["sampler_covers"] == 1 and m["sampler_epochs_differ"] == 1
     assert m["sampler_repeats_without_set_epoch"] == 1 and m["sampler_padded_items"] == 1
     # FSDP2: half of every weight per rank, same training as the unsharded model
     assert m["fsdp_ran"] == 1 and m["fsdp_param_max_abs_diff"] < 1e-6
     assert abs(m["fsdp_local_param_fraction"] - 0.5) < 0.01
+
+
+def test_04_drift_note_speaks_only_when_the_replay_drifted():
+    """--batch-size 1 (2 rows a step at --lr 0.05): the weights end 1.41 apart although each step's gradients agree
+    to 1e-8. The lesson must say why instead of printing the difference bare; at the default it says nothing."""
+    lesson = load_script(REPO / DIST, "m09_dist_for_drift")
+    assert lesson.drift_note([3e-9, 1e-8, 4e-8], 3.7e-8, 2, 32, 0.05) is None
+    assert lesson.drift_note([1e-8, 2e-6, 1e-5], 1.3e-5, 2, 32, 1.0) is None  # grew, but still the same model
+    drift = [7.5e-9] * 310 + [2e-4] * 389 + [1.41]
+    note = lesson.drift_note(drift, 1.41, 2, 1, 0.05)
+    assert "drifted apart: 7.5e-09 after step 1" in note and "past 1e-4 by step 311" in note
+    assert "1.41 after step 700" in note and "2 x 1 rows at --lr 0.05" in note and "not DDP going wrong" in note
 
 
 def test_04_a_failing_worker_is_reported_and_nothing_hangs(tmp_path):
@@ -65,6 +79,30 @@ def test_04_runs_under_torchrun(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["launched_by_torchrun"] == 1 and metrics["world_size"] == 2
     assert metrics["ddp_grad_max_abs_diff"] < 1e-6 and metrics["all_reduce_exact"] == 1
+
+
+def test_05_same_model_when_the_batches_divide_the_data(tmp_path):
+    """1000 training digits in batches of 250: a bare `for` over the loader asks once more for the StopIteration,
+    RandomSampler then draws an unused permutation from the seeded generator, and epoch 2 was shuffled differently
+    from the Trainer's (which takes exactly len(loader) batches): --batch-size 1 ended 1.79 apart."""
+    lesson = load_script(REPO / LIGHTNING, "m09_lightning_for_order")
+    args = lesson.parse_args(["--batch-size", "250", "--out-dir", str(tmp_path)])
+    splits = lesson.load_digits_split(0)
+    plain, _ = lesson.plain_loop(splits, args, 2, torch.device("cpu"))
+    lit = lesson.LitDigits(hidden=args.hidden, lr=args.lr, epochs=2, seed=0)
+    trainer = lesson.make_trainer(torch.device("cpu"), tmp_path, max_epochs=2, logger=False,
+                                  enable_checkpointing=False)
+    trainer.fit(lit, datamodule=lesson.DigitsDataModule(splits, 250, 0))
+    for p, q in zip(plain.parameters(), lit.net.parameters()):
+        assert torch.equal(p, q.detach())
+
+
+def test_05_same_model_note_follows_the_weights():
+    lesson = load_script(REPO / LIGHTNING, "m09_lightning_for_note")
+    assert "computes exactly what the hand-written loop does" in lesson.same_model_note(0.0, "cpu")
+    assert "up to float rounding on cuda (3.0e-07)" in lesson.same_model_note(3e-7, "cuda")
+    note = lesson.same_model_note(1.79, "cpu")
+    assert "Not in this run" in note and "1.79e+00 apart" in note and "exactly" not in note
 
 
 def test_05_pytorch_lightning(run_lesson, device, tmp_path):
