@@ -1,7 +1,7 @@
 """Smoke runs of module 05 with assertions that prove each lesson did its job."""
 
 import pytest
-from harness import run_inprocess
+from harness import REPO, load_script, run_inprocess
 
 pytestmark = pytest.mark.smoke
 
@@ -66,6 +66,34 @@ def test_04_early_stopping(run_lesson, device):
     assert m["restored_val_loss"] < m["last_val_loss"]
     assert m["train_loss_at_stop"] < m["train_loss_at_best"], "overfitting: train loss kept falling"
     assert m["val_loss_at_limit_without_stopping"] > m["restored_val_loss"], "training to the limit overfits"
+
+
+def test_04_early_stopping_verdicts_follow_the_numbers():
+    lesson = load_script(REPO / "05-training-optimization/04_early_stopping.py")
+    # the run without early stopping: memorising needs a train loss under the 0.09 noise floor and a val loss rising
+    assert "memorises the noise" in lesson.reference_verdict(0.05, 0.13, 0.16)
+    assert "not memorising" in lesson.reference_verdict(2.86, 0.73, 1.15)
+    assert "no overfitting" in lesson.reference_verdict(0.30, 0.36, 0.36)
+    # --lr 1: the train loss rose after the best epoch, which is unstable training, not overfitting
+    assert lesson.train_verdict(0.0671, 0.0651, 3e-3).startswith("train loss kept falling")
+    rose = lesson.train_verdict(1.3268, 2.8587, 1.0)
+    assert rose.startswith("train loss rose") and "--lr 1" in rose and "kept falling" not in rose
+    # restoring: --min-delta 1 kept epoch 0, and restoring made the val loss worse
+    args = dict(stopped_early=True, best_epoch=109, stop_epoch=139, lowest_val=0.1436, min_delta=1e-4)
+    assert "overfitting epochs" in lesson.restore_verdict(**args, last_val=0.1439, restored_val=0.1436,
+                                                          train_at_best=0.0671, train_at_stop=0.0651)
+    worse = lesson.restore_verdict(**{**args, "best_epoch": 0, "stop_epoch": 30, "min_delta": 1.0}, last_val=0.1696,
+                                   restored_val=0.8223, train_at_best=0.3477, train_at_stop=0.0930)
+    assert "worse" in worse and "overfitting epochs" not in worse
+    unstable = lesson.restore_verdict(**args, last_val=2.9073, restored_val=1.3163, train_at_best=1.3268,
+                                      train_at_stop=2.8587)
+    assert "unstable" in unstable and "overfitting epochs" not in unstable
+    underfit = lesson.restore_verdict(**args, last_val=0.4766, restored_val=0.4054, train_at_best=0.3479,
+                                      train_at_stop=0.3478)
+    assert "still learning" in underfit and "overfitting epochs" not in underfit
+    limit = lesson.restore_verdict(**{**args, "stopped_early": False}, last_val=0.1579, restored_val=0.1559,
+                                   train_at_best=0.08, train_at_stop=0.079)
+    assert "epoch limit" in limit and "overfitting epochs" not in limit
 
 
 def test_05_checkpointing(run_lesson, device):
