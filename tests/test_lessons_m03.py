@@ -1,6 +1,8 @@
 """Smoke runs of module 03 (autograd and backpropagation) with assertions that prove each lesson did its job."""
 
 import pytest
+import torch
+from harness import REPO, load_script
 
 pytestmark = pytest.mark.smoke
 
@@ -59,6 +61,17 @@ def test_03_gradient_computation(run_lesson, device):
     for key in ("vjp_error", "jacobian_error", "hessian_error", "double_backward_error", "per_sample_grad_error",
                 "per_sample_mean_vs_batch_grad_error"):
         assert m[key] < tol, key
+
+
+def test_03_gradient_computation_verdicts_follow_the_errors():
+    lesson = load_script(REPO / GRADIENTS)
+    f64 = torch.float64
+    assert lesson.fd_check_verdict(7.4e-10, 1e-6, f64) == "", "the default check needs no comment"
+    assert "truncation" in lesson.fd_check_verdict(1.27, 1.0, f64)  # --eps 1: a wide step
+    assert "rounding" in lesson.fd_check_verdict(4e-2, 1e-14, f64)  # --eps 1e-14: a tiny step
+    assert "rounding swamps" in lesson.float32_verdict(2.65e-4, 7.4e-10, f64)
+    wide = lesson.float32_verdict(2.65e-4, 1.27, f64)  # --eps 1: float32 came out closer
+    assert "rounding swamps" not in wide and "no worse" in wide
 
 
 def test_04_custom_autograd(run_lesson):
