@@ -43,6 +43,21 @@ def test_02_batch_normalization(run_lesson):
     assert m["loss_final_good_init"] < m["loss_final_bad_init"], "a good init alone already trains far better"
 
 
+def test_02_batch_normalization_comparison_follows_the_losses():
+    lesson = load_script(REPO / "05-training-optimization/02_batch_normalization.py")
+    keys = [("bad", False), ("bad", True), ("good", False), ("good", True)]
+
+    def say(first, final):
+        return lesson.bn_comparison(dict(zip(keys, first)), dict(zip(keys, final)), 1.0, 120)
+
+    fell = say([18.4, 10.7, 3.3, 3.3], [1.50, 0.48, 0.60, 0.48])  # the default: all fell; BN won less on a good init
+    assert "most of BN's win here was repairing the init" in fell and "rose" not in fell
+    rose = say([18.36, 10.69, 3.31, 3.27], [67.04, 37.24, 55.39, 88.59])  # --lr 1: all four diverged
+    assert "rose in all four runs" in rose and "repairing the init" not in rose and "1.60x above" in rose
+    worse = say([18.4, 10.7, 3.3, 3.3], [1.39, 1.0, 1.0, 1.34])  # BN worse than a good init alone
+    assert "made things worse" in worse and "most of BN's win" not in worse
+
+
 def test_03_data_augmentation(run_lesson):
     m = run_lesson("05-training-optimization/03_data_augmentation.py")
     assert m["flip_max_abs_diff"] == 0
