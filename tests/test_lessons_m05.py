@@ -22,6 +22,19 @@ def test_01_learning_rate_scheduling(run_lesson):
         assert m[f"val_acc_{name}"] > 0.4, f"{name}: accuracy far above chance (0.25)"
 
 
+def test_01_learning_rate_scheduling_no_learning_note():
+    lesson = load_script(REPO / SCHEDULING)
+    learned = {"constant": {"val_acc": 0.694, "losses": [1.2, 0.64]},
+               "cosine": {"val_acc": 0.696, "losses": [1.2, 0.55]}}
+    assert lesson.no_learning_note(learned, 0.1, 64, 6) == "", "runs that learned keep the lesson's usual note"
+    # --batch-size 1: every schedule stayed near chance (0.25) with a loss near ln 4
+    stuck = {"exp": {"val_acc": 0.269, "losses": [1.5, 1.56]}, "step": {"val_acc": 0.341, "losses": [1.5, 1.35]}}
+    note = lesson.no_learning_note(stuck, 0.1, 1, 6)
+    assert note.startswith("- No schedule learned") and "too large for batches of 1" in note
+    half = lesson.no_learning_note({**learned, **stuck}, 0.1, 4, 6)
+    assert half.startswith("- 2 of the 4 schedules did not learn") and "cosine" not in half.split("\n")[0]
+
+
 @pytest.mark.subprocess
 def test_01_learning_rate_scheduling_as_a_learner_runs_it(run_lesson_subprocess):
     m = run_lesson_subprocess(SCHEDULING)
