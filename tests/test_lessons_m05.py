@@ -83,6 +83,14 @@ def test_03_data_augmentation(run_lesson):
     assert m["augmented_batch_changed_fraction"] > 0.9, "RandomAffine must change the training images it is given"
 
 
+def test_03_data_augmentation_verdict_follows_the_accuracies():
+    lesson = load_script(REPO / "05-training-optimization/03_data_augmentation.py")
+    assert lesson.augmentation_verdict(0.60, 0.70, 10, 40, 2e-3, False) == "", "a gain needs no excuse"
+    assert "more epochs" in lesson.augmentation_verdict(0.573, 0.536, 10, 15, 2e-3, True)  # the --smoke run
+    chance = lesson.augmentation_verdict(0.100, 0.100, 10, 15, 1.0, True)  # --lr 1: both at chance
+    assert "neither model learned" in chance and "--lr 1 is too large" in chance and "more epochs" not in chance
+
+
 def test_04_early_stopping(run_lesson, device):
     m = run_lesson("05-training-optimization/04_early_stopping.py")
     assert m["stopped_early"] and m["stop_epoch"] < m["max_epochs"] - 1, "must stop before the epoch limit"
