@@ -128,6 +128,19 @@ def test_06_gradient_accumulation(run_lesson):
     assert m["checkpoint_grad_max_abs_diff"] <= 1e-6
 
 
+def test_06_gradient_accumulation_forgot_zero_grad_note_and_final_loss():
+    lesson = load_script(REPO / ACCUMULATION)
+    one_step = lesson.forgot_zero_grad_note(1)
+    assert "changes nothing" in one_step and "not this SGD" not in one_step
+    assert "not this SGD" in lesson.forgot_zero_grad_note(20)
+    # the losses end with the loss after the last update: one step already moves it
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    losses = lesson.train(model, x, y, 1, 0.1, None)
+    assert len(losses) == 2 and losses[1] < losses[0]
+
+
 def test_06_gradient_accumulation_uneven_flags(run_lesson):
     m = run_lesson(ACCUMULATION, "--batch", "30", "--micro", "8")
     assert m["pieces"] == 4
