@@ -108,6 +108,22 @@ def test_05_gradient_descent(run_lesson, device):
     assert m["final_loss_lr_too_big"] > m["linear_initial_loss"] > m["final_loss_lr_edge"]
 
 
+def test_04_05_losses_end_after_the_last_update():
+    """--steps 1 printed 'loss 11.7987 -> 11.7987': the last loss was the one before the last update."""
+    torch.manual_seed(0)
+    custom = load_script(REPO / CUSTOM)
+    x = torch.linspace(-1, 1, 16)
+    first, last, _ = custom.fit_quantised(custom.RoundSTE.apply, x, 2.7 * x, 1, lr=0.5)
+    assert last < first, "one STE step already lowers the loss"
+    descent = load_script(REPO / DESCENT)
+    X = torch.randn(32, 3)
+    y = X @ torch.tensor([2.0, -3.0, 0.5])
+    _, losses = descent.descend_by_hand(descent.linear_loss, X, y, 0.1, 1)
+    assert len(losses) == 2 and losses[1] < losses[0], "losses[k] is the loss after k updates"
+    _, diverged = descent.descend_by_hand(descent.linear_loss, X, y, 1e6, 50)
+    assert diverged[-1] > 1e20 and len(diverged) < 51, "a divergence still stops before the numbers overflow"
+
+
 def test_06_gradient_accumulation(run_lesson):
     m = run_lesson(ACCUMULATION)  # batch 64 = 4 pieces of 16
     assert m["correct_scaling_max_abs_diff"] <= 1e-6
