@@ -195,6 +195,22 @@ def save_plot(cpu: dict, gpu: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def throughput_note(table: dict, prefix: str, where: str) -> str:
+    """The "throughput needs big work" line, from the fp32 rows of a matmul table (keys like cpu_fp32_n64_gflops)."""
+    points = sorted((int(k.split("_")[2][1:]), v) for k, v in table.items()
+                    if k.startswith(f"{prefix}_fp32_n") and k.endswith("_gflops"))
+    if len(points) < 2:
+        return ("- Throughput needs big work: small matmuls leave most of a GPU idle (give --sizes two or more values "
+                "to measure it).")
+    (n_small, small), (n_large, large) = points[0], points[-1]
+    if large > 1.1 * small:
+        return (f"- Throughput needs big work: on the {where}, n={n_large} reached {large / small:.1f} times the "
+                f"GFLOP/s of n={n_small}; small matmuls leave most of it idle.")
+    return (f"- Throughput needs big work on a GPU, whose thousands of cores small matmuls cannot fill; on the {where} "
+            f"in this run, n={n_large} reached {large / small:.2f} times the GFLOP/s of n={n_small}: bigger was not "
+            "faster per flop here.")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -263,7 +279,7 @@ def main(argv=None) -> dict:
     section("What to notice")
     print("- GPU calls are asynchronous: warm up, then time with torch.utils.benchmark (its clock synchronises the")
     print("  accelerator) or CUDA events, and read the median: a busy machine slows some runs, not the median.")
-    print("- Throughput needs big work: small matmuls leave most of a GPU (or CPU) idle.")
+    print(throughput_note(gpu_table, "gpu", str(device)) if gpu_table else throughput_note(cpu, "cpu", "CPU"))
     print("- Lower precision (bf16/fp16) is much faster on GPUs with tensor cores; module 09 covers torch.amp.")
     print("- Pin host memory for fast, overlappable copies; keep data on the device instead of copying each step.")
     print("- One device choice, passed down; .to(device) on modules and batches; never .cuda() hard-coded.")

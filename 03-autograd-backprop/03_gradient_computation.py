@@ -101,6 +101,32 @@ def quiet_torch_internals():
         yield
 
 
+def fd_check_verdict(error: float, eps: float, dtype: torch.dtype) -> str:
+    """Why a finite-difference check of a correct gradient is off. Central differences carry a truncation error
+    (~eps^2 x the third derivative) and a rounding error (~machine eps / eps); the two balance near
+    eps = machine eps ** (1/3), about 6e-6 in float64. Empty when the check is as close as it should be."""
+    if error < (1e-6 if dtype == torch.float64 else 1e-3):
+        return ""
+    balanced = torch.finfo(dtype).eps ** (1 / 3)
+    if eps > balanced:
+        cause = (f"eps {eps:g} is a wide step, so central differences are off by their truncation error "
+                 "(~eps^2 x the third derivative)")
+    else:
+        cause = f"eps {eps:g} is a tiny step, so rounding (~machine eps / eps) swamps the difference"
+    return (f"error {error:.2e} from the check itself, not from autograd: {cause}; "
+            f"a step near {balanced:.0e} balances the two")
+
+
+def float32_verdict(error32: float, error: float, dtype: torch.dtype) -> str:
+    """The comment on the float32 check, from the two measured errors."""
+    if dtype != torch.float64:
+        return "  <- the check above is float32 too (no float64 on this device)"
+    if error32 > 10 * error:
+        return "  <- rounding swamps the check; use float64"
+    return (f"  <- no worse than the float64 check above ({error:.2e}) in this run: that one's error comes from "
+            "its step, not from float64")
+
+
 def time_ms(fn, device: torch.device, repeats: int) -> float:
     fn()  # warm-up
     if device.type != "cpu":
@@ -141,13 +167,16 @@ def main(argv=None) -> dict:
         errors[name] = (auto - fd).abs().max().item()
         print(f"  {name:<3} {tuple(p.shape)!s:<7} max |autograd - finite diff| = {errors[name]:.2e}")
     fd_error = max(errors.values())
+    if verdict := fd_check_verdict(fd_error, eps, dtype):
+        print(f"  <- {verdict}")
     x32, y32 = x.float(), y.float()
     params32 = {k: v.float() for k, v in params.items()}
     w1 = params32["w1"].clone().requires_grad_(True)
     (auto32,) = torch.autograd.grad(mlp_loss({**params32, "w1": w1}, x32, y32), w1)
     fd32 = finite_difference_grad(lambda v: mlp_loss({**params32, "w1": v}, x32, y32), params32["w1"].clone(), 1e-3)
     fd_error_float32 = (auto32 - fd32).abs().max().item()
-    print(f"same check in float32 (eps=1e-3): {fd_error_float32:.2e}  <- rounding swamps the check; use float64")
+    print(f"same check in float32 (eps=1e-3): {fd_error_float32:.2e}"
+          + float32_verdict(fd_error_float32, fd_error, dtype))
 
     section("Non-scalar outputs: backward(v) is a vector-Jacobian product")
     A = torch.randn(4, 3, device=device, dtype=dtype)  # (m, n)

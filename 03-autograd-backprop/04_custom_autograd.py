@@ -177,7 +177,9 @@ def value_and_grad(fn, x):
 
 
 def fit_quantised(rounding, x, y, steps: int, lr: float) -> tuple[float, float, float]:
-    """Fit y = q(w) * x where q rounds w to a multiple of 0.25; returns (first loss, last loss, final q(w))."""
+    """Fit y = q(w) * x where q rounds w to a multiple of 0.25.
+
+    Returns (first loss, loss after the last update, final q(w))."""
     w = torch.zeros(1, device=x.device, requires_grad=True)
     losses = []
     for _ in range(steps):
@@ -188,7 +190,10 @@ def fit_quantised(rounding, x, y, steps: int, lr: float) -> tuple[float, float, 
         loss.backward()
         with torch.no_grad():
             w -= lr * w.grad
-    return losses[0], losses[-1], (rounding(w * 4) / 4).item()
+    with torch.no_grad():  # the loss after the last update
+        q = rounding(w * 4) / 4
+        losses.append(((q * x - y) ** 2).mean().item())
+    return losses[0], losses[-1], q.item()
 
 
 def main(argv=None) -> dict:

@@ -97,6 +97,9 @@ def descend_by_hand(loss_fn, X, y, lr: float, steps: int) -> tuple[list[torch.Te
             for p in params:
                 p -= lr * p.grad
                 p.grad = None  # clear, or the next backward adds to this gradient
+    else:  # no divergence stop: record the loss after the last update too, so losses[k] follows k updates
+        with torch.no_grad():
+            losses.append(loss_fn(params, X, y).item())
     return params, losses
 
 
@@ -172,7 +175,7 @@ def main(argv=None) -> dict:
           f"= {2 / lam_max:.3f}")
     sweep = {"tiny": 0.02, "small": 0.2, "good": 1.0, "edge": 1.9, "too_big": 2.1}  # multiples of 1 / lam_max
     curves, metrics_sweep = {}, {}
-    k = min(10, steps - 1)
+    k = min(10, steps)  # losses[k]: the loss after k updates
     for name, factor in sweep.items():
         lr = factor / lam_max
         _, losses = descend_by_hand(linear_loss, X, y, lr, steps)
@@ -180,8 +183,9 @@ def main(argv=None) -> dict:
         early = losses[min(k, len(losses) - 1)]
         metrics_sweep[f"loss_at_step_{k}_lr_{name}"] = early
         metrics_sweep[f"final_loss_lr_{name}"] = losses[-1]
-        print(f"  {name:<8} lr {lr:.4f} ({factor:>4} / lam_max): loss {losses[0]:.3f} -> {early:.4g} "
-              f"at step {k} -> {losses[-1]:.4g} at step {len(losses) - 1}")
+        middle = f" -> {early:.4g} at step {k}" if k < len(losses) - 1 else ""
+        print(f"  {name:<8} lr {lr:.4f} ({factor:>4} / lam_max): loss {losses[0]:.3f}{middle} "
+              f"-> {losses[-1]:.4g} at step {len(losses) - 1}")
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for name, (lr, losses) in curves.items():

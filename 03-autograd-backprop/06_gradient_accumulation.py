@@ -193,7 +193,8 @@ def accumulated_grad(model, x, y, micro: int, scaling: str) -> list[torch.Tensor
 
 
 def train(model, x, y, steps: int, lr: float, micro: int | None, zero_grad: bool = True) -> list[float]:
-    """SGD on one fixed batch, full-batch (micro=None) or accumulated; returns the full-batch loss per step."""
+    """SGD on one fixed batch, full-batch (micro=None) or accumulated; returns the full-batch loss before each step
+    and after the last one (steps + 1 values)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -207,7 +208,18 @@ def train(model, x, y, steps: int, lr: float, micro: int | None, zero_grad: bool
             for xm, ym in zip(x.split(micro), y.split(micro), strict=True):
                 (F.mse_loss(model(xm), ym) * (len(xm) / len(x))).backward()
         opt.step()
+    with torch.no_grad():
+        losses.append(F.mse_loss(model(x), y).item())
     return losses
+
+
+def forgot_zero_grad_note(steps: int) -> str:
+    """What forgetting zero_grad does over `steps` optimizer steps."""
+    if steps == 1:
+        return ("  (one step: there is no earlier gradient to re-apply yet, so forgetting zero_grad changes nothing "
+                "here;\n  from the second step on, each step would re-apply every earlier gradient too)")
+    return ("  (without zero_grad each step re-applies every earlier gradient too: a different optimizer from the\n"
+            "  one you configured, like momentum with beta = 1; whatever its loss does, it is not this SGD)")
 
 
 def main(argv=None) -> dict:
@@ -289,8 +301,7 @@ def main(argv=None) -> dict:
     else:
         print(f"accumulated, no zero_grad between steps: loss -> {forgot_losses[-1]:.4f}; "
               f"parameters max abs diff {forgot_diff:.2e}")
-    print("  (without zero_grad each step re-applies every earlier gradient too: a different optimizer from the")
-    print("  one you configured, like momentum with beta = 1; whatever its loss does, it is not this SGD)")
+    print(forgot_zero_grad_note(steps))
 
     section("Where accumulation cannot be exact: BatchNorm")
     bn_model = make_model(args.seed, device, batchnorm=True)

@@ -145,6 +145,20 @@ def train(config: dict, data, args, device, epochs: int, width: int) -> dict:
             "weight_norm": weight_norm, "history": history}
 
 
+def regularizer_notes(base: dict, rows: dict) -> list[str]:
+    """One note per regularizer that did not trade training fit for a smaller gap; empty when all of them did."""
+    notes = []
+    for name, r in rows.items():
+        if all(r[k] == base[k] for k in ("train_acc", "val_acc", "train_loss", "val_loss")):
+            notes.append(f"{name} changed nothing: its row equals the baseline's")
+        elif r["val_acc"] < base["val_acc"] - 0.02:
+            notes.append(f"{name} is too strong: train accuracy {r['train_acc']:.3f}, validation {r['val_acc']:.3f} "
+                         f"(baseline {base['val_acc']:.3f}): it underfits")
+        elif r["gap"] > base["gap"] - 0.01:
+            notes.append(f"{name} is too weak: gap {r['gap']:.3f} against the baseline's {base['gap']:.3f}")
+    return notes
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -222,8 +236,15 @@ def main(argv=None) -> dict:
     section("What to notice")
     print("- Overfitting is measured, not guessed: the train-validation gap, and validation loss rising while")
     print("  training loss keeps falling.")
-    print("- Each regularizer trades a little training fit for a smaller gap; their strengths are hyperparameters")
-    print("  chosen on the validation set (never the test set).")
+    notes = regularizer_notes(base, {name: r for name, r in results.items() if name != "baseline (none)"})
+    if not notes:
+        print("- Each regularizer trades a little training fit for a smaller gap; their strengths are hyperparameters")
+        print("  chosen on the validation set (never the test set).")
+    else:
+        print("- A regularizer should trade a little training fit for a smaller gap; in this run:")
+        for note in notes:
+            print(f"    {note}")
+        print("  Their strengths are hyperparameters chosen on the validation set (never the test set).")
     print("- Dropout is active only in model.train(); evaluation must run in model.eval() (lesson 06).")
     print("- Use AdamW's weight_decay (decoupled), not Adam's, for the effect lesson 05 measured.")
     return metrics

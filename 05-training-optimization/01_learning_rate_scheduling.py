@@ -139,6 +139,25 @@ def train(name, data, args, device) -> dict:
     return {"lrs": lrs, "losses": epoch_losses, "val_acc": val_acc, "steps": steps}
 
 
+def no_learning_note(results: dict, lr: float, batch_size: int, epochs: int) -> str:
+    """A note naming the schedules whose val accuracy stayed near chance (0.25, 4 classes); empty when all learned."""
+    failed = [n for n, r in results.items() if r["val_acc"] < 0.40]
+    if not failed:
+        return ""
+    accs = [results[n]["val_acc"] for n in failed]
+    losses = [results[n]["losses"][-1] for n in failed]
+    who = ("No schedule learned the task here" if len(failed) == len(results) else
+           f"{len(failed)} of the {len(results)} schedules did not learn the task here ({', '.join(failed)})")
+    if lr > 0.01:
+        cause = (f"lr {lr:g} with momentum 0.9 is too large for batches of {batch_size}: lower --lr or raise "
+                 "--batch-size")
+    else:
+        cause = f"lr {lr:g} moves the weights too little in {epochs} epochs: raise --lr or --epochs"
+    return (f"- {who}:\n  val accuracy {min(accs):.3f}-{max(accs):.3f} against chance 0.25, final train loss "
+            f"{min(losses):.2f}-{max(losses):.2f} against ln 4 = 1.39 for uniform guessing.\n  {cause},\n"
+            "  and compare schedules only on runs that learned.")
+
+
 def plot(results: dict, epochs: int, path: Path) -> None:
     fig = Figure(figsize=(12, 4.5))
     ax_lr, ax_loss = fig.subplots(1, 2)
@@ -219,8 +238,11 @@ def main(argv=None) -> dict:
     print(f"- Decaying the lr at the end lets SGD settle into a minimum: {beat} of the {len(decayed)} decaying "
           "schedules ended below the constant rate's loss here"
           + ("." if beat == len(decayed) else "; how and when it decays matters as much as decaying."))
-    print("- Schedules change the training loss far more than the val accuracy here: the small task overfits, and")
-    print("  a lower training loss is not automatically better generalisation (04_early_stopping.py).")
+    if note := no_learning_note(results, args.lr, args.batch_size, args.epochs):
+        print(note)
+    else:
+        print("- Schedules change the training loss far more than the val accuracy here: the small task overfits, and")
+        print("  a lower training loss is not automatically better generalisation (04_early_stopping.py).")
     return metrics
 
 

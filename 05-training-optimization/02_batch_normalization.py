@@ -182,6 +182,36 @@ def train_curve(model: nn.Sequential, data, args, device) -> list[float]:
     return losses
 
 
+NAMES = {("bad", False): "bad init", ("bad", True): "bad init + BN", ("good", False): "good init",
+         ("good", True): "good init + BN"}
+
+
+def bn_comparison(first: dict, final: dict, lr: float, steps: int) -> str:
+    """What the four loss curves say about BN, from their first and final losses (keys (init, use_bn))."""
+    def ratio(init: str, tail: str) -> str:
+        r = final[init, False] / final[init, True]
+        return f"at 1/{r:.2f}{tail}" if r >= 1 else f"{1 / r:.2f}x above{tail or ' it'}"
+
+    text = (f"same lr ({lr}), steps ({steps}) and batches: with the bad init BN ends "
+            f"{ratio('bad', ' of the loss without it')}; with the good init {ratio('good', '')}")
+    diverged = [k for k in final if final[k] > first[k]]
+    if diverged:
+        rises = ", ".join(f"{NAMES[k]} {first[k]:.2f} -> {final[k]:.2f}" for k in diverged)
+        if len(diverged) == len(final):
+            return (f"{text}\nbut the loss rose in all four runs ({rises}): lr {lr} is too large for this network, "
+                    "so these ratios compare failed runs and say nothing about BN")
+        them = "that run" if len(diverged) == 1 else "those runs"
+        return (f"{text}\nbut the loss rose in {len(diverged)} of the four runs ({rises}): lr {lr} is too large for "
+                f"{them}, so a ratio that includes {them} measures a failure, not BN")
+    bn_fix = final["bad", False] / final["bad", True]
+    bn_good = final["good", False] / final["good", True]
+    if bn_fix <= 1:
+        return text + " - BN did not help even the bad init here"
+    if bn_good < 1:
+        return text + " - with a good init BN made things worse here: its whole win was repairing the init"
+    return text + (" - most of BN's win here was repairing the init" if bn_good < bn_fix / 2 else "")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -233,8 +263,7 @@ def main(argv=None) -> dict:
             sat_start = saturation(model, probe)
             curve = train_curve(model, data, args, device)
             runs[init, use_bn] = {"curve": curve, "sat_start": sat_start, "sat_end": saturation(model, probe)}
-    names = {("bad", False): "bad init", ("bad", True): "bad init + BN", ("good", False): "good init",
-             ("good", True): "good init + BN"}
+    names = NAMES
     window = max(1, args.steps // 10)
     final = {k: float(np.mean(r["curve"][-window:])) for k, r in runs.items()}
     mean_sat = {k: float(np.mean(r["sat_start"])) for k, r in runs.items()}
@@ -248,11 +277,7 @@ def main(argv=None) -> dict:
     print(f"\n  {'':<16} {'first loss':>10} {'loss (last ' + str(window) + ' steps)':>22}")
     for k in runs:
         print(f"  {names[k]:<16} {runs[k]['curve'][0]:>10.4f} {final[k]:>22.4f}")
-    bn_fix = final["bad", False] / final["bad", True]
-    bn_good = final["good", False] / final["good", True]
-    print(f"same lr ({args.lr}), steps ({args.steps}) and batches: with the bad init BN ends at 1/{bn_fix:.2f} of the "
-          f"loss without it; with the good init at 1/{bn_good:.2f}"
-          + (" - most of BN's win here was repairing the init" if bn_good < bn_fix / 2 else ""))
+    print(bn_comparison({k: r["curve"][0] for k, r in runs.items()}, final, args.lr, args.steps))
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4))

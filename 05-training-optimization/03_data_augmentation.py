@@ -141,6 +141,24 @@ def train_and_test(train, test, augment, args, device) -> tuple[float, float]:
         return (model(x_te.to(device)).argmax(1).cpu() == y_te).float().mean().item(), changed / seen
 
 
+DEFAULT_LR = 2e-3
+
+
+def augmentation_verdict(acc_plain: float, acc_aug: float, per_class: int, epochs: int, lr: float,
+                         smoke: bool) -> str:
+    """Why augmentation did not pay off in this run, from the two test accuracies; empty when it did."""
+    if max(acc_plain, acc_aug) <= 0.15:  # chance is 0.10
+        cause = (f"--lr {lr:g} is too large for Adam on this CNN (the default is {DEFAULT_LR:g})" if lr > DEFAULT_LR
+                 else f"{epochs} epochs on {per_class} images per class did not fit even the plain data")
+        return (f"neither model learned ({acc_plain:.3f} and {acc_aug:.3f}, chance 0.10), so this run says nothing "
+                f"about augmentation: {cause}")
+    if acc_aug > acc_plain:
+        return ""
+    return (f"augmentation did not pay off in this run ({per_class} images per class, {epochs} epochs): "
+            "harder, ever-changing data needs more epochs to fit"
+            + ("; --smoke trains very briefly, run without it" if smoke else ""))
+
+
 def image_grid(picture: torch.Tensor, mixed: dict, path: Path) -> None:
     rows = {
         "RandomHorizontalFlip": v2.RandomHorizontalFlip(p=0.5),
@@ -237,10 +255,8 @@ def main(argv=None) -> dict:
     print(f"  {'RandomAffine augmentation':<26} {acc_aug:>13.3f}")
     print(f"gain: {100 * (acc_aug - acc_plain):+.1f} points (chance is 10%), {args.epochs} epochs each; the "
           f"augmentation changed {changed:.0%} of the training images it was given")
-    if acc_aug <= acc_plain:
-        print(f"augmentation did not pay off in this run ({args.per_class} images per class, {args.epochs} epochs): "
-              "harder, ever-changing data needs more epochs to fit" + ("; --smoke trains very briefly, run without it"
-                                                                       if args.smoke else ""))
+    if verdict := augmentation_verdict(acc_plain, acc_aug, args.per_class, args.epochs, args.lr, args.smoke):
+        print(verdict)
 
     metrics = {
         "flip_max_abs_diff": float(flip_err), "mixup_label_row_sum_max": mix_y.sum(1).max().item(),

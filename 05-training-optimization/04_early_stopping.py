@@ -102,6 +102,57 @@ class EarlyStopping:
             model.load_state_dict(self.best_state)
 
 
+NOISE_FLOOR = 0.09  # the noise variance: the best validation MSE any model can reach
+DEFAULT_LR = 3e-3
+
+
+def reference_verdict(train_last: float, val_lowest: float, val_last: float) -> str:
+    """What the run without early stopping shows at its limit, read from its own numbers."""
+    if val_last <= val_lowest:
+        return "(still at its lowest at the limit: no overfitting within these epochs)"
+    if train_last < NOISE_FLOOR:
+        return f"(train loss {train_last:.4f}, below the {NOISE_FLOOR} noise floor: the model memorises the noise)"
+    return (f"(val loss rose, but the train loss {train_last:.4f} is above the {NOISE_FLOOR} noise floor: the model "
+            "never fit the training points, so this is not memorising noise)")
+
+
+def train_verdict(train_at_best: float, train_at_stop: float, lr: float) -> str:
+    """Did the train loss keep falling after the best epoch (overfitting), or not?"""
+    numbers = f"{train_at_best:.4f} at the best epoch, {train_at_stop:.4f} at the stop"
+    if train_at_stop < train_at_best:
+        return f"train loss kept falling: {numbers}"
+    if train_at_stop == train_at_best:
+        return f"train loss did not change: {numbers}"
+    why = (f": Adam's steps at --lr {lr:g} overshoot, so this is unstable training, not overfitting "
+           f"(the default is --lr {DEFAULT_LR:g})" if lr > DEFAULT_LR else "")
+    return f"train loss rose: {numbers}{why}"
+
+
+def restore_verdict(stopped_early: bool, best_epoch: int, stop_epoch: int, last_val: float, restored_val: float,
+                    lowest_val: float, min_delta: float, train_at_best: float, train_at_stop: float) -> str:
+    """The 'what to notice' line about restoring, true for this run's numbers."""
+    change = f"val loss {last_val:.4f} -> {restored_val:.4f}"
+    if best_epoch == stop_epoch:
+        return "- The best epoch was the last one: restoring had nothing to undo."
+    if not stopped_early:
+        return (f"- The epoch limit came {stop_epoch - best_epoch} epochs after the best one, before `patience` ran "
+                f"out; restoring still goes back to the best epoch ({change}).")
+    if restored_val > last_val:
+        return (f"- Restoring made things worse here ({change}): later epochs reached {lowest_val:.4f}, but none beat "
+                f"epoch {best_epoch} by --min-delta {min_delta:g}, so the kept epoch is an early, underfit one; "
+                "min_delta must be small next to the loss.")
+    if restored_val == last_val:
+        return f"- The stop comes `patience` epochs after the best one; restoring left the {change} unchanged."
+    if train_at_stop >= train_at_best:
+        return (f"- The stop comes `patience` epochs after the best one; restoring undoes them ({change}), but they "
+                "were unstable training (the train loss rose), not overfitting.")
+    if train_at_best >= NOISE_FLOOR:
+        return (f"- The stop comes `patience` epochs after the best one; restoring undoes them ({change}), but the "
+                f"train loss {train_at_best:.4f} was still above the {NOISE_FLOOR} noise floor: the model was still "
+                "learning the signal, and the stop came on a bump in the val loss (a larger --patience waits it out).")
+    return "- The stop comes `patience` epochs after the best one; restoring undoes those overfitting epochs."
+
+
 def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
 
@@ -148,11 +199,11 @@ def main(argv=None) -> dict:
     model, opt = fresh_model()
     full_val = []
     for _ in range(args.max_epochs):
-        train_step(model, opt)
+        full_train_last = train_step(model, opt)
         full_val.append(val_loss(model))
     full_best = int(np.argmin(full_val))
     print(f"val loss: lowest {full_val[full_best]:.4f} at epoch {full_best}, {full_val[-1]:.4f} at the limit "
-          "(the model memorises the noise)")
+          + reference_verdict(full_train_last, full_val[full_best], full_val[-1]))
 
     section("Training with EarlyStopping")
     model, opt = fresh_model()
@@ -184,8 +235,7 @@ def main(argv=None) -> dict:
     print(f"restored vs best epoch's snapshot: max abs diff {diff_best:.1e}; vs last epoch's: {diff_last:.2e}")
     print(f"val loss at the last epoch {last_val:.4f}; after restoring {restored_val:.4f} "
           f"(recorded best {stopper.best:.4f}, equal: {restored_val == stopper.best})")
-    print(f"train loss kept falling: {train_curve[stopper.best_epoch]:.4f} at the best epoch, "
-          f"{train_curve[-1]:.4f} at the stop")
+    print(train_verdict(train_curve[stopper.best_epoch], train_curve[-1], args.lr))
     print(f"vs training to the limit: val {full_val[-1]:.4f} after {args.max_epochs} epochs; early stopping kept "
           f"{restored_val:.4f} and saved {args.max_epochs - 1 - stop_epoch} epochs of compute")
 
@@ -220,7 +270,8 @@ def main(argv=None) -> dict:
     print(f"\nmetrics written to {args.out_dir / 'metrics.json'}")
 
     section("What to notice")
-    print("- The stop comes `patience` epochs after the best one; restoring undoes those overfitting epochs.")
+    print(restore_verdict(stopped_early, stopper.best_epoch, stop_epoch, last_val, restored_val, min(val_curve),
+                          args.min_delta, train_curve[stopper.best_epoch], train_curve[-1]))
     print("- Keep a deep copy of the best state_dict: state_dict() alone returns tensors the optimizer keeps changing.")
     print("- min_delta stops tiny, noisy 'improvements' from resetting the patience counter.")
     print(f"- Patience trades compute for a later minimum: the unstopped run reached {full_val[full_best]:.4f} at "

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from harness import REPO, run_inprocess
+from harness import REPO, load_script, run_inprocess
 
 pytestmark = pytest.mark.smoke
 
@@ -121,3 +121,14 @@ def test_05_gpu_acceleration_sizes_flag(run_lesson):
     m = run_lesson("01-pytorch-basics/05_gpu_acceleration.py", "--device", "cpu", "--sizes", "48", "16", "16",
                    smoke=False)
     check_matmul_table(m, "cpu", "fp32", [16, 48])  # sorted, duplicates dropped
+
+
+def test_05_gpu_acceleration_throughput_note_follows_the_table():
+    lesson = load_script(REPO / "01-pytorch-basics/05_gpu_acceleration.py")
+    # the --smoke CPU run measured n=64 faster than n=128: the note must not say small matmuls leave the CPU idle
+    slower = lesson.throughput_note({"cpu_fp32_n64_gflops": 79.1, "cpu_fp32_n128_gflops": 51.1}, "cpu", "CPU")
+    assert "0.65 times" in slower and "not faster" in slower and "leave most of it idle" not in slower
+    faster = lesson.throughput_note({"gpu_fp32_n128_gflops": 900.0, "gpu_fp32_n4096_gflops": 40000.0,
+                                     "gpu_bf16_n4096_gflops": 1e6}, "gpu", "cuda")
+    assert "n=4096 reached 44.4 times the GFLOP/s of n=128" in faster
+    assert "give --sizes" in lesson.throughput_note({"cpu_fp32_n64_gflops": 79.1}, "cpu", "CPU")

@@ -1,6 +1,8 @@
 """Smoke runs of module 03 (autograd and backpropagation) with assertions that prove each lesson did its job."""
 
 import pytest
+import torch
+from harness import REPO, load_script
 
 pytestmark = pytest.mark.smoke
 
@@ -61,6 +63,17 @@ def test_03_gradient_computation(run_lesson, device):
         assert m[key] < tol, key
 
 
+def test_03_gradient_computation_verdicts_follow_the_errors():
+    lesson = load_script(REPO / GRADIENTS)
+    f64 = torch.float64
+    assert lesson.fd_check_verdict(7.4e-10, 1e-6, f64) == "", "the default check needs no comment"
+    assert "truncation" in lesson.fd_check_verdict(1.27, 1.0, f64)  # --eps 1: a wide step
+    assert "rounding" in lesson.fd_check_verdict(4e-2, 1e-14, f64)  # --eps 1e-14: a tiny step
+    assert "rounding swamps" in lesson.float32_verdict(2.65e-4, 7.4e-10, f64)
+    wide = lesson.float32_verdict(2.65e-4, 1.27, f64)  # --eps 1: float32 came out closer
+    assert "rounding swamps" not in wide and "no worse" in wide
+
+
 def test_04_custom_autograd(run_lesson):
     m = run_lesson(CUSTOM)
     assert m["gradcheck_softplus"] is True and m["gradcheck_logsumexp"] is True
@@ -95,6 +108,22 @@ def test_05_gradient_descent(run_lesson, device):
     assert m["final_loss_lr_too_big"] > m["linear_initial_loss"] > m["final_loss_lr_edge"]
 
 
+def test_04_05_losses_end_after_the_last_update():
+    """--steps 1 printed 'loss 11.7987 -> 11.7987': the last loss was the one before the last update."""
+    torch.manual_seed(0)
+    custom = load_script(REPO / CUSTOM)
+    x = torch.linspace(-1, 1, 16)
+    first, last, _ = custom.fit_quantised(custom.RoundSTE.apply, x, 2.7 * x, 1, lr=0.5)
+    assert last < first, "one STE step already lowers the loss"
+    descent = load_script(REPO / DESCENT)
+    X = torch.randn(32, 3)
+    y = X @ torch.tensor([2.0, -3.0, 0.5])
+    _, losses = descent.descend_by_hand(descent.linear_loss, X, y, 0.1, 1)
+    assert len(losses) == 2 and losses[1] < losses[0], "losses[k] is the loss after k updates"
+    _, diverged = descent.descend_by_hand(descent.linear_loss, X, y, 1e6, 50)
+    assert diverged[-1] > 1e20 and len(diverged) < 51, "a divergence still stops before the numbers overflow"
+
+
 def test_06_gradient_accumulation(run_lesson):
     m = run_lesson(ACCUMULATION)  # batch 64 = 4 pieces of 16
     assert m["correct_scaling_max_abs_diff"] <= 1e-6
@@ -113,6 +142,19 @@ def test_06_gradient_accumulation(run_lesson):
     assert m["checkpoint_micro_saved_bytes"] == pytest.approx(m["checkpoint_plain_saved_bytes"] / 4, rel=1e-6)
     assert m["checkpoint_block_forwards"] == 2 * m["plain_block_forwards"] == 8
     assert m["checkpoint_grad_max_abs_diff"] <= 1e-6
+
+
+def test_06_gradient_accumulation_forgot_zero_grad_note_and_final_loss():
+    lesson = load_script(REPO / ACCUMULATION)
+    one_step = lesson.forgot_zero_grad_note(1)
+    assert "changes nothing" in one_step and "not this SGD" not in one_step
+    assert "not this SGD" in lesson.forgot_zero_grad_note(20)
+    # the losses end with the loss after the last update: one step already moves it
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    losses = lesson.train(model, x, y, 1, 0.1, None)
+    assert len(losses) == 2 and losses[1] < losses[0]
 
 
 def test_06_gradient_accumulation_uneven_flags(run_lesson):

@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+from harness import REPO, load_script
 
 pytestmark = pytest.mark.smoke
 
@@ -175,3 +176,16 @@ def test_08_regularization(run_lesson):
         assert m[f"{key}_loss_gap"] < 0.5 * m["baseline_loss_gap"], key
         assert m[f"{key}_val_loss"] < m["baseline_val_loss"], key
     assert m["early_stopping_epochs_run"] < m["baseline_epochs_run"]
+
+
+def test_08_regularization_notes_follow_the_table():
+    lesson = load_script(REPO / REGULARIZATION)
+    base = {"train_acc": 1.0, "val_acc": 0.720, "gap": 0.280, "train_loss": 0.0136, "val_loss": 1.6424}
+    good = {"train_acc": 0.830, "val_acc": 0.743, "gap": 0.087, "train_loss": 0.3962, "val_loss": 0.5658}
+    assert lesson.regularizer_notes(base, {"dropout 0.7": good}) == [], "the default table needs no note"
+    weak = {"train_acc": 1.0, "val_acc": 0.719, "gap": 0.281, "train_loss": 0.0219, "val_loss": 1.4401}
+    strong = {"train_acc": 0.525, "val_acc": 0.503, "gap": 0.022, "train_loss": 0.6919, "val_loss": 0.6942}
+    notes = lesson.regularizer_notes(base, {"dropout 0.0": dict(base), "weight decay 1.0": weak, "L1 1": strong,
+                                            "dropout 0.7": good})
+    assert len(notes) == 3
+    assert "changed nothing" in notes[0] and "too weak" in notes[1] and "too strong" in notes[2]

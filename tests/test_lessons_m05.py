@@ -1,7 +1,7 @@
 """Smoke runs of module 05 with assertions that prove each lesson did its job."""
 
 import pytest
-from harness import run_inprocess
+from harness import REPO, load_script, run_inprocess
 
 pytestmark = pytest.mark.smoke
 
@@ -20,6 +20,19 @@ def test_01_learning_rate_scheduling(run_lesson):
                  "warmup_cosine"):
         assert m[f"final_loss_{name}"] < m["initial_loss"], f"{name}: the loss must fall"
         assert m[f"val_acc_{name}"] > 0.4, f"{name}: accuracy far above chance (0.25)"
+
+
+def test_01_learning_rate_scheduling_no_learning_note():
+    lesson = load_script(REPO / SCHEDULING)
+    learned = {"constant": {"val_acc": 0.694, "losses": [1.2, 0.64]},
+               "cosine": {"val_acc": 0.696, "losses": [1.2, 0.55]}}
+    assert lesson.no_learning_note(learned, 0.1, 64, 6) == "", "runs that learned keep the lesson's usual note"
+    # --batch-size 1: every schedule stayed near chance (0.25) with a loss near ln 4
+    stuck = {"exp": {"val_acc": 0.269, "losses": [1.5, 1.56]}, "step": {"val_acc": 0.341, "losses": [1.5, 1.35]}}
+    note = lesson.no_learning_note(stuck, 0.1, 1, 6)
+    assert note.startswith("- No schedule learned") and "too large for batches of 1" in note
+    half = lesson.no_learning_note({**learned, **stuck}, 0.1, 4, 6)
+    assert half.startswith("- 2 of the 4 schedules did not learn") and "cosine" not in half.split("\n")[0]
 
 
 @pytest.mark.subprocess
@@ -43,6 +56,21 @@ def test_02_batch_normalization(run_lesson):
     assert m["loss_final_good_init"] < m["loss_final_bad_init"], "a good init alone already trains far better"
 
 
+def test_02_batch_normalization_comparison_follows_the_losses():
+    lesson = load_script(REPO / "05-training-optimization/02_batch_normalization.py")
+    keys = [("bad", False), ("bad", True), ("good", False), ("good", True)]
+
+    def say(first, final):
+        return lesson.bn_comparison(dict(zip(keys, first)), dict(zip(keys, final)), 1.0, 120)
+
+    fell = say([18.4, 10.7, 3.3, 3.3], [1.50, 0.48, 0.60, 0.48])  # the default: all fell; BN won less on a good init
+    assert "most of BN's win here was repairing the init" in fell and "rose" not in fell
+    rose = say([18.36, 10.69, 3.31, 3.27], [67.04, 37.24, 55.39, 88.59])  # --lr 1: all four diverged
+    assert "rose in all four runs" in rose and "repairing the init" not in rose and "1.60x above" in rose
+    worse = say([18.4, 10.7, 3.3, 3.3], [1.39, 1.0, 1.0, 1.34])  # BN worse than a good init alone
+    assert "made things worse" in worse and "most of BN's win" not in worse
+
+
 def test_03_data_augmentation(run_lesson):
     m = run_lesson("05-training-optimization/03_data_augmentation.py")
     assert m["flip_max_abs_diff"] == 0
@@ -53,6 +81,14 @@ def test_03_data_augmentation(run_lesson):
     assert m["spec_freq_bins_masked"] <= 60 and m["spec_frames_masked"] <= 60
     assert m["acc_no_augmentation"] > 0.2 and m["acc_augmentation"] > 0.2, "both runs far above chance (0.1)"
     assert m["augmented_batch_changed_fraction"] > 0.9, "RandomAffine must change the training images it is given"
+
+
+def test_03_data_augmentation_verdict_follows_the_accuracies():
+    lesson = load_script(REPO / "05-training-optimization/03_data_augmentation.py")
+    assert lesson.augmentation_verdict(0.60, 0.70, 10, 40, 2e-3, False) == "", "a gain needs no excuse"
+    assert "more epochs" in lesson.augmentation_verdict(0.573, 0.536, 10, 15, 2e-3, True)  # the --smoke run
+    chance = lesson.augmentation_verdict(0.100, 0.100, 10, 15, 1.0, True)  # --lr 1: both at chance
+    assert "neither model learned" in chance and "--lr 1 is too large" in chance and "more epochs" not in chance
 
 
 def test_04_early_stopping(run_lesson, device):
@@ -66,6 +102,34 @@ def test_04_early_stopping(run_lesson, device):
     assert m["restored_val_loss"] < m["last_val_loss"]
     assert m["train_loss_at_stop"] < m["train_loss_at_best"], "overfitting: train loss kept falling"
     assert m["val_loss_at_limit_without_stopping"] > m["restored_val_loss"], "training to the limit overfits"
+
+
+def test_04_early_stopping_verdicts_follow_the_numbers():
+    lesson = load_script(REPO / "05-training-optimization/04_early_stopping.py")
+    # the run without early stopping: memorising needs a train loss under the 0.09 noise floor and a val loss rising
+    assert "memorises the noise" in lesson.reference_verdict(0.05, 0.13, 0.16)
+    assert "not memorising" in lesson.reference_verdict(2.86, 0.73, 1.15)
+    assert "no overfitting" in lesson.reference_verdict(0.30, 0.36, 0.36)
+    # --lr 1: the train loss rose after the best epoch, which is unstable training, not overfitting
+    assert lesson.train_verdict(0.0671, 0.0651, 3e-3).startswith("train loss kept falling")
+    rose = lesson.train_verdict(1.3268, 2.8587, 1.0)
+    assert rose.startswith("train loss rose") and "--lr 1" in rose and "kept falling" not in rose
+    # restoring: --min-delta 1 kept epoch 0, and restoring made the val loss worse
+    args = dict(stopped_early=True, best_epoch=109, stop_epoch=139, lowest_val=0.1436, min_delta=1e-4)
+    assert "overfitting epochs" in lesson.restore_verdict(**args, last_val=0.1439, restored_val=0.1436,
+                                                          train_at_best=0.0671, train_at_stop=0.0651)
+    worse = lesson.restore_verdict(**{**args, "best_epoch": 0, "stop_epoch": 30, "min_delta": 1.0}, last_val=0.1696,
+                                   restored_val=0.8223, train_at_best=0.3477, train_at_stop=0.0930)
+    assert "worse" in worse and "overfitting epochs" not in worse
+    unstable = lesson.restore_verdict(**args, last_val=2.9073, restored_val=1.3163, train_at_best=1.3268,
+                                      train_at_stop=2.8587)
+    assert "unstable" in unstable and "overfitting epochs" not in unstable
+    underfit = lesson.restore_verdict(**args, last_val=0.4766, restored_val=0.4054, train_at_best=0.3479,
+                                      train_at_stop=0.3478)
+    assert "still learning" in underfit and "overfitting epochs" not in underfit
+    limit = lesson.restore_verdict(**{**args, "stopped_early": False}, last_val=0.1579, restored_val=0.1559,
+                                   train_at_best=0.08, train_at_stop=0.079)
+    assert "epoch limit" in limit and "overfitting epochs" not in limit
 
 
 def test_05_checkpointing(run_lesson, device):
