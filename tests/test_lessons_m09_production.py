@@ -81,6 +81,7 @@ def test_04_runs_under_torchrun(tmp_path):
     assert metrics["ddp_grad_max_abs_diff"] < 1e-6 and metrics["all_reduce_exact"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*")  # lightning vs torch.utils._pytree; the lesson filters it too
 def test_05_same_model_when_the_batches_divide_the_data(tmp_path):
     """1000 training digits in batches of 250: a bare `for` over the loader asks once more for the StopIteration,
     RandomSampler then draws an unused permutation from the seeded generator, and epoch 2 was shuffled differently
