@@ -35,6 +35,20 @@ def test_01_learning_rate_scheduling_no_learning_note():
     assert half.startswith("- 2 of the 4 schedules did not learn") and "cosine" not in half.split("\n")[0]
 
 
+def test_01_learning_rate_scheduling_spread_note():
+    """'a lower training loss is not automatically better generalisation' only when the table shows it: the loss
+    moved a lot and the val accuracy hardly (it was printed with 'the small task overfits', measured nowhere)."""
+    lesson = load_script(REPO / SCHEDULING)
+    default_run = {"constant": {"val_acc": 0.700, "losses": [1.2, 0.64]},  # the default run: 4.3x and 0.017
+                   "cosine": {"val_acc": 0.717, "losses": [1.2, 0.15]}}
+    note = lesson.spread_note(default_run)
+    assert "changed 4.3x and the val accuracy by 0.017" in note and "not automatically better" in note, note
+    smoke_run = {"constant": {"val_acc": 0.55, "losses": [1.2, 0.9]},  # --smoke: 1.7x and 0.113
+                 "cosine": {"val_acc": 0.663, "losses": [1.2, 0.53]}}
+    note = lesson.spread_note(smoke_run)
+    assert "by 0.113" in note and "not automatically better" not in note and "validation set" in note, note
+
+
 @pytest.mark.subprocess
 def test_01_learning_rate_scheduling_as_a_learner_runs_it(run_lesson_subprocess):
     m = run_lesson_subprocess(SCHEDULING)
