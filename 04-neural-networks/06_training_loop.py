@@ -66,6 +66,11 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:  # NumPy's seed range (torch takes any 64-bit integer)
         parser.error(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    for flag in ("--out-dir", "--data-dir"):  # a file where a folder must be (or be made): one line, no traceback
+        path = getattr(args, flag[2:].replace("-", "_"), None)
+        existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), None) if path else None
+        if existing is not None and not existing.is_dir():
+            parser.error(f"{flag} {path}: {existing} is a file, not a folder")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the CUDA section of the README)")
     if args.device == "mps" and not torch.backends.mps.is_available():

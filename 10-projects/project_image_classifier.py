@@ -1182,9 +1182,12 @@ def parse_args(argv):
         parser.error(f"--lr must be positive, got {args.lr}")
     if not 16 <= args.image_size <= 1024:
         parser.error(f"--image-size must be between 16 and 1024, got {args.image_size}")
-    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None))):
-        if path is not None and path.exists() and not path.is_dir():
-            parser.error(f"{flag} {path} is a file: it must be a folder")
+    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None)),
+                       ("--data-dir", getattr(args, "data_dir", None))):
+        existing = next((p for p in (path, *path.parents) if p.exists()), None) if path is not None else None
+        if existing is not None and not existing.is_dir():  # a file where a folder must be (or be made)
+            parser.error(f"{flag} {path} is a file: it must be a folder" if existing == path else
+                         f"{flag} {path}: {existing} is a file, so no folder can be made there")
     for name, default in (("val_frac", 0.15), ("test_frac", 0.15), ("resume", False), ("split", "test"),
                           ("top_k", 3), ("export_onnx", False)):
         if not hasattr(args, name):

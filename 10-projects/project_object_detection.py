@@ -1159,9 +1159,12 @@ def parse_args(argv):
         parser.error(f"--lr must be positive, got {args.lr}")
     if not 32 <= args.image_size <= 2048:
         parser.error(f"--image-size must be between 32 and 2048, got {args.image_size}")
-    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None))):
-        if path is not None and path.exists() and not path.is_dir():
-            parser.error(f"{flag} {path} is a file: it must be a folder")
+    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None)),
+                       ("--data-dir", getattr(args, "data_dir", None))):
+        existing = next((p for p in (path, *path.parents) if p.exists()), None) if path is not None else None
+        if existing is not None and not existing.is_dir():  # a file where a folder must be (or be made)
+            parser.error(f"{flag} {path} is a file: it must be a folder" if existing == path else
+                         f"{flag} {path}: {existing} is a file, so no folder can be made there")
     if args.fpn_channels < 32 or args.fpn_channels % 32:
         parser.error(f"--fpn-channels must be a positive multiple of 32, got {args.fpn_channels}")
     if args.width < 2 or args.width % 2:

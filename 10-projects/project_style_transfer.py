@@ -499,6 +499,12 @@ def parse_args(argv):
         parser.error("--device cuda: torch.cuda.is_available() is False here (see the README's GPU section)")
     if args.device == "mps" and not torch.backends.mps.is_available():
         parser.error("--device mps: torch.backends.mps.is_available() is False here")
+    for flag, path in (("--out-dir", args.out_dir), ("--ckpt-dir", getattr(args, "ckpt_dir", None)),
+                       ("--data-dir", getattr(args, "data_dir", None))):
+        existing = next((p for p in (path, *path.parents) if p.exists()), None) if path is not None else None
+        if existing is not None and not existing.is_dir():  # a file where a folder must be (or be made)
+            parser.error(f"{flag} {path} is a file: it must be a folder" if existing == path else
+                         f"{flag} {path}: {existing} is a file, so no folder can be made there")
     if args.command is None and (args.content is None) != (args.style is None):
         parser.error("give both --content and --style (or neither, for the demo)")
     output = getattr(args, "output", None)

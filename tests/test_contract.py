@@ -144,6 +144,24 @@ def test_bad_flags_get_argparse_errors(path, bad, tmp_path, capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("path", "flag"), [
+    (path, flag) for path in built_lessons() for flag in ("--out-dir", "--out-dir-below", "--data-dir")
+    if flag != "--data-dir" or re.search(r'\badd(_argument)?\(\s*"--data-dir"', (REPO / path).read_text())])
+def test_a_file_where_a_folder_must_be_gets_one_line(path, flag, tmp_path, capsys):
+    """--out-dir or --data-dir naming a file (or a folder to be made inside one) is refused by argparse, before any
+    work: it was a FileExistsError/NotADirectoryError traceback, in the projects after the whole training."""
+    module = load_script(REPO / path)
+    a_file = tmp_path / "photo.jpg"
+    a_file.write_bytes(b"not a folder")
+    given = {"--out-dir": ["--out-dir", str(a_file)], "--out-dir-below": ["--out-dir", str(a_file / "sub")],
+             "--data-dir": ["--data-dir", str(a_file), "--out-dir", str(tmp_path / "out")]}[flag]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--smoke", *given])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "is a file" in err and "Traceback" not in err, err[-500:]
+    assert not (tmp_path / "out").exists(), "refused before any work"
+
+
 def _calls_in_tests(fixture: str) -> set[str]:
     """Lesson paths given to run_lesson(...) / run_lesson_subprocess(...) in tests/test_*.py, as a string literal
     or a module-level string constant."""
