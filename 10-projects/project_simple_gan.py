@@ -524,20 +524,11 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
     x_train = data["train"][0]
     if len(x_train) < args.batch_size:
         raise ProjectError(f"{len(x_train)} training images, fewer than --batch-size {args.batch_size}")
-    clf, clf_acc = get_classifier(ckpt_dir, data, device, args.classifier_epochs)
-    n_eval = min(len(data["val"][0]), 500)
-    val_feats, _ = judge(clf, data["val"][0][:n_eval], device)
     config = {"project": PROJECT, "format_version": FORMAT_VERSION, "z_dim": Z_DIM, "width": args.width,
               "source": data["source"], "n_train": len(x_train), "train_images": args.train_images or 0,
               "image_size": 28, "pixel_range": [-1, 1]}
-    torch.manual_seed(args.seed)
-    gen, disc = Generator(Z_DIM, args.width).to(device), Discriminator(args.width).to(device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    loader_gen = torch.Generator().manual_seed(args.seed)
-    state = {"epoch": 0, "best_fid": math.inf, "best_epoch": 0, "bad_evals": 0, "history": [], "fid_history": []}
     state_path = ckpt_dir / "train_state.pt"
-    if args.resume:
+    if args.resume:  # checked before the judge is trained and saved in ckpt_dir: a refused --resume writes nothing
         if not state_path.is_file():
             raise ProjectError(f"--resume: no {state_path} to resume from (train without --resume first)")
         saved = load_train_state(state_path)
@@ -546,6 +537,16 @@ def train(args, device, ckpt_dir: Path, out_dir: Path) -> dict:
             if old.get(key) != config.get(key):
                 raise ProjectError(f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, this run has "
                                    f"{config.get(key)!r}; use a new --ckpt-dir to start afresh")
+    clf, clf_acc = get_classifier(ckpt_dir, data, device, args.classifier_epochs)
+    n_eval = min(len(data["val"][0]), 500)
+    val_feats, _ = judge(clf, data["val"][0][:n_eval], device)
+    torch.manual_seed(args.seed)
+    gen, disc = Generator(Z_DIM, args.width).to(device), Discriminator(args.width).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    loader_gen = torch.Generator().manual_seed(args.seed)
+    state = {"epoch": 0, "best_fid": math.inf, "best_epoch": 0, "bad_evals": 0, "history": [], "fid_history": []}
+    if args.resume:
         gen.load_state_dict(saved["generator"])
         disc.load_state_dict(saved["discriminator"])
         opt_g.load_state_dict(saved["opt_g"])

@@ -538,12 +538,16 @@ def load_model(ckpt_dir: Path, config: dict, device: torch.device) -> nn.Module:
                        config["window"])
     try:
         state = torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
     except FileNotFoundError:
         raise ProjectError(f"{ckpt_dir / 'model.pt'} is missing: the checkpoint is incomplete") from None
-    except Exception as err:  # truncated file, another model's weights: one line, not a traceback
+    except Exception as err:  # truncated or not a PyTorch file: one line, not a traceback
+        raise ProjectError(f"{ckpt_dir / 'model.pt'} is damaged or not a PyTorch checkpoint "
+                           f"({str(err).splitlines()[0].split('. ')[0]}): train again") from None
+    try:
+        model.load_state_dict(state)
+    except Exception as err:  # another model's weights: one line, not a traceback
         raise ProjectError(f"{ckpt_dir / 'model.pt'} cannot be loaded into this model "
-                           f"({str(err).splitlines()[0][:120]})") from None
+                           f"({str(err).splitlines()[0].split('. ')[0]})") from None
     return model.to(device).eval()
 
 

@@ -210,7 +210,8 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, fails, project
     assert "project_time_series" in fails("predict", "--images", image, "--ckpt-dir", other, "--output", out)
     weights = (ckpt / "model.pt").read_bytes()
     (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
-    assert "cannot be loaded" in fails("predict", "--images", image, "--ckpt-dir", ckpt, "--output", out)
+    assert "is damaged or not a PyTorch checkpoint" in fails("predict", "--images", image, "--ckpt-dir", ckpt,
+                                                              "--output", out)
     (ckpt / "model.pt").write_bytes(weights)
     assert "no such image" in fails("predict", "--images", tmp_path / "nope.jpg", "--ckpt-dir", ckpt, "--output", out)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")

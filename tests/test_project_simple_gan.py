@@ -185,6 +185,9 @@ def test_train_state_config_divergence_and_flags_get_one_line(tmp_path, project,
         assert "not a train state of project_simple_gan" in fails(*train, "--epochs", 2, "--resume")
     (ckpt / "train_state.pt").write_bytes(weights)   # the generator's weights copied over the train state
     assert "not a train state" in fails(*train, "--epochs", 2, "--resume")
+    fresh = tmp_path / "fresh"  # a refused --resume writes nothing: the judge used to be trained and saved first
+    assert "to resume from" in fails("train", "--ckpt-dir", fresh, "--width", 8, "--classifier-epochs", 1, "--resume")
+    assert not fresh.exists() or not any(fresh.iterdir()), sorted(fresh.iterdir())
 
     assert "drop --source" in fails("evaluate", "--ckpt-dir", ckpt, "--source", "mnist", "--n", 50)
     assert "at least 50" in fails("evaluate", "--ckpt-dir", ckpt, "--n", 1, code=2)

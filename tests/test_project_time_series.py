@@ -137,7 +137,8 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, project_main):
     assert "project_image_classifier" in fails("predict", "--csv", data, "--ckpt-dir", other_dir, "--output", out)
     weights = (ckpt / "model.pt").read_bytes()
     (ckpt / "model.pt").write_bytes(weights[: len(weights) // 2])
-    assert "cannot be loaded" in fails("predict", "--csv", data, "--ckpt-dir", ckpt, "--output", out)
+    assert "is damaged or not a PyTorch checkpoint" in fails("predict", "--csv", data, "--ckpt-dir", ckpt,
+                                                              "--output", out)
     (ckpt / "model.pt").write_bytes(weights)
     fewer = tmp_path / "fewer.csv"
     fewer.write_text("\n".join(line.rsplit(",", 1)[0] for line in data.read_text().splitlines()) + "\n")
