@@ -268,12 +268,11 @@ def main(argv=None) -> dict:
             sat_start = saturation(model, probe)
             curve = train_curve(model, data, args, device)
             runs[init, use_bn] = {"curve": curve, "sat_start": sat_start, "sat_end": saturation(model, probe)}
-    names = NAMES
     window = max(1, args.steps // 10)
     final = {k: float(np.mean(r["curve"][-window:])) for k, r in runs.items()}
     mean_sat = {k: float(np.mean(r["sat_start"])) for k, r in runs.items()}
     print("tanh units saturated (|a| > 0.95) per hidden layer, at initialisation, on a batch of 512 inputs:")
-    print(f"  {'layer':>5} " + " ".join(f"{names[k]:>15}" for k in runs))
+    print(f"  {'layer':>5} " + " ".join(f"{NAMES[k]:>15}" for k in runs))
     for layer in range(args.depth):
         print(f"  {layer + 1:>5} " + " ".join(f"{runs[k]['sat_start'][layer]:>15.1%}" for k in runs))
     print(f"  {'mean':>5} " + " ".join(f"{mean_sat[k]:>15.1%}" for k in runs))
@@ -281,7 +280,7 @@ def main(argv=None) -> dict:
           + "   (mean, after training)")
     print(f"\n  {'':<16} {'first loss':>10} {'loss (last ' + str(window) + ' steps)':>22}")
     for k in runs:
-        print(f"  {names[k]:<16} {runs[k]['curve'][0]:>10.4f} {final[k]:>22.4f}")
+        print(f"  {NAMES[k]:<16} {runs[k]['curve'][0]:>10.4f} {final[k]:>22.4f}")
     print(bn_comparison({k: r["curve"][0] for k, r in runs.items()}, final, args.lr, args.steps))
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,9 +289,9 @@ def main(argv=None) -> dict:
     styles = {("bad", False): ("tab:red", "-"), ("bad", True): ("tab:red", "--"),
               ("good", False): ("tab:blue", "-"), ("good", True): ("tab:blue", "--")}
     for k, r in runs.items():
-        ax_loss.plot(r["curve"], color=styles[k][0], linestyle=styles[k][1], label=names[k], alpha=0.8)
+        ax_loss.plot(r["curve"], color=styles[k][0], linestyle=styles[k][1], label=NAMES[k], alpha=0.8)
         ax_sat.plot(range(1, args.depth + 1), r["sat_start"], color=styles[k][0], linestyle=styles[k][1],
-                    marker="o", label=names[k])
+                    marker="o", label=NAMES[k])
     ax_loss.set(xlabel="SGD step", ylabel="training loss (batch)", yscale="log",
                 title=f"{args.depth}-layer tanh MLP, lr {args.lr}, same batches")
     ax_sat.set(xlabel="hidden layer", ylabel="fraction of tanh units with |a| > 0.95", ylim=(-0.02, 1.02),

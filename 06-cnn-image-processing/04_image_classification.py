@@ -41,6 +41,7 @@ from torchvision.transforms import v2
 
 N_VAL = 1000  # validation images: the last 1,000 of CIFAR-10's 50,000 training images, or generated stand-ins
 MAX_CIFAR_TRAIN = 50_000 - N_VAL
+SMOKE_TRAIN_SIZE = 800  # training images under --smoke
 SMOKE_FLAGS = ("train_size", "width", "epochs", "batch_size", "workers")  # --smoke replaces these with its own sizes
 CLASSES = ("disc", "square", "triangle", "ring", "cross", "h-stripes", "v-stripes", "diag-stripes", "checker", "dots")
 
@@ -178,7 +179,7 @@ def shapes_and_textures(n: int, generator: torch.Generator) -> tuple[torch.Tenso
 
 def load_images(args) -> tuple[dict, str, tuple]:
     """{'train', 'val', 'test'}: (uint8 (N, 3, 32, 32), labels). Validation comes out of the training set."""
-    n_train, n_val, n_test = (800, 200, 300) if args.smoke else (args.train_size, N_VAL, 2000)
+    n_train, n_val, n_test = (SMOKE_TRAIN_SIZE, 200, 300) if args.smoke else (args.train_size, N_VAL, 2000)
     download = not (args.smoke or args.offline)
     try:
         train = datasets.CIFAR10(args.data_dir, train=True, download=download)
@@ -238,8 +239,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     seed_everything(args.seed)
     device = pick_device(args.device)
-    # what --smoke uses instead of these flags (load_images holds the 800 training images)
-    smoke_sizes = {"train_size": 800, "width": min(args.width, 8), "epochs": 2, "batch_size": 32, "workers": 0}
+    # what --smoke uses instead of these flags
+    smoke_sizes = {"train_size": SMOKE_TRAIN_SIZE, "width": min(args.width, 8), "epochs": 2, "batch_size": 32,
+                   "workers": 0}
     if args.smoke and (note := smoke_note(args.set_by_learner, smoke_sizes)):
         print(note)
 
