@@ -11,6 +11,9 @@ real operator, torch.ops.course.bias_gelu:
   - torch.library.opcheck, torch.autograd.gradcheck (float64), and equality with the eager chain prove it right.
 The older way, `load_inline(functions=[...])` with pybind11 bindings, gives a Python function the dispatcher never
 sees: no autograd, no torch.compile (a graph break), no fake tensors. TORCH_LIBRARY is the way now.
+The same kernel is written a third way, in Triton (Python compiled to GPU code): on a GPU it is checked against eager
+and timed beside the CUDA op and torch.compile; with no GPU, Triton's interpreter (TRITON_INTERPRET=1) runs it on CPU
+tensors.
 
 Most of the trouble with custom ops is finding the toolchain, so the lesson finds it and prints what it found: the
 C++ compiler and the ninja torch will call, the real CUDA toolkit behind an nvcc wrapper script (torch guesses
@@ -22,13 +25,15 @@ Run it:
     python 09-custom-models/07_cuda_integration.py --verbose-build       # see the compiler commands torch runs
     python 09-custom-models/07_cuda_integration.py --cuda-build always   # compile the .cu even with no GPU
     python 09-custom-models/07_cuda_integration.py --device cuda         # benchmark at 2^26 elements on a GPU
+    TRITON_INTERPRET=1 python 09-custom-models/07_cuda_integration.py    # run the Triton kernels on the CPU
 
 Time: the first run compiles the C++ source (5-25 s on a 2-core CPU, the more the busier it is; the CUDA source with
 nvcc, 15-80 s more, measured the same way); later runs load the cached build in a fraction of a second, and the rest
 takes about 20 seconds on a busy 2-core CPU (--smoke: about 4.5 s once built, on one idle core).
-What to look for: where the toolkit really is and what torch would have guessed; "opcheck: all 4 tests pass",
-"gradcheck: True"; each bad input answered by one clear sentence; the speed table (on a GPU: the kernel's bandwidth
-against torch's own elementwise kernel, and fused forward+backward against the eager chain).
+What to look for: where the toolkit really is and what torch would have guessed; "4/4 tests pass" from opcheck,
+"gradcheck ...: True"; each bad input answered by one clear sentence; the Triton kernels' differences from eager (on
+a GPU, or on a CPU under TRITON_INTERPRET=1); the speed table (on a GPU: the kernel's bandwidth against torch's own
+elementwise kernel, and fused forward+backward against the eager chain, torch.compile and Triton).
 """
 
 import argparse
@@ -951,10 +956,16 @@ def check_compiled(device: torch.device, backend: str) -> dict:
     return {"compiled_max_abs_diff": diff, "compile_s": compile_s}
 
 
-# ---- 5. Triton: the same fused kernel in Python (GPU only) ------------------------------------------------------
+# ---- 5. Triton: the same fused kernel in Python ------------------------------------------------------------------
 def make_triton_bias_gelu():
-    """bias_gelu written in Triton, forward and fused backward, as an autograd.Function. Triton is optional: it
-    ships with torch on Linux with CUDA. Returns None when it cannot be imported."""
+    """bias_gelu written in Triton, forward and fused backward, as an autograd.Function (call .apply(x, bias)); its
+    kernels are the class's forward_kernel and backward_kernel. Triton is optional: it ships with torch's CUDA wheels
+    on Linux. Returns None when it cannot be imported.
+
+    Triton compiles these kernels for a GPU. Started with TRITON_INTERPRET=1 in the environment, Triton instead runs
+    every kernel in its interpreter: each program in NumPy, on CPU tensors, slowly. That is how to test and debug a
+    Triton kernel with no GPU. Triton reads the variable when it is first imported, so it must be set before the
+    Python process starts; the class's `interpreted` says which kind these kernels are."""
     try:
         import triton
         import triton.language as tl
@@ -987,6 +998,7 @@ def make_triton_bias_gelu():
     class TritonBiasGelu(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, bias):
+            x = x.contiguous()  # the kernels index x as one flat row-major array
             y = torch.empty_like(x)
             forward_kernel[(triton.cdiv(x.numel(), 1024),)](x, bias, y, x.numel(), bias.numel(), BLOCK=1024)
             ctx.save_for_backward(x, bias)
@@ -1003,7 +1015,38 @@ def make_triton_bias_gelu():
             backward_kernel[grid](grad, x, bias, grad_x, partial, rows, d, ROWS=64, COLS=128, num_warps=8)
             return grad_x, partial.sum(0).to(bias.dtype)
 
-    return TritonBiasGelu.apply
+    TritonBiasGelu.forward_kernel, TritonBiasGelu.backward_kernel = forward_kernel, backward_kernel
+    TritonBiasGelu.interpreted = type(forward_kernel).__name__ == "InterpretedFunction"  # not a JITFunction
+    return TritonBiasGelu
+
+
+def check_triton(device: torch.device) -> dict:
+    """The Triton kernels against the eager chain: compiled for the GPU when there is one, or run by Triton's
+    interpreter on CPU tensors under TRITON_INTERPRET=1. The shape is no multiple of any block size, so every mask
+    matters."""
+    triton_fn = make_triton_bias_gelu()
+    if triton_fn is None:
+        print("Triton is not installed here (it comes with torch's CUDA wheels on Linux): its column is skipped")
+        return {"triton_checked": 0}
+    if device.type != "cuda" and not triton_fn.interpreted:
+        print("Triton compiles its kernels for a GPU, and there is none here. To run them on the CPU in Triton's "
+              "interpreter (slow, for testing) and check them against eager:\n"
+              "    TRITON_INTERPRET=1 python 09-custom-models/07_cuda_integration.py")
+        return {"triton_checked": 0}
+    where = torch.device("cpu") if triton_fn.interpreted else device
+    x, bias = random_inputs(130, 300, where, grad=True)  # 3 ragged row tiles of 64 and 3 column tiles of 128
+    g = torch.randn(130, 300, device=where)
+    y, y_ref = triton_fn.apply(x, bias), eager_chain(x, bias)
+    (gx, gb), (gx_ref, gb_ref) = torch.autograd.grad(y, (x, bias), g), torch.autograd.grad(y_ref, (x, bias), g)
+    out = {"triton_checked": 1, "triton_interpreted": int(triton_fn.interpreted),
+           "triton_fwd_max_abs_diff": max_diff(y, y_ref), "triton_grad_x_max_abs_diff": max_diff(gx, gx_ref),
+           "triton_grad_bias_max_abs_diff": max_diff(gb, gb_ref)}
+    how = "run by Triton's interpreter on CPU tensors (TRITON_INTERPRET=1)" if triton_fn.interpreted else \
+        "compiled by Triton for this GPU"
+    print(f"Triton kernels, {how}, against the eager chain at 130 x 300: output "
+          f"{out['triton_fwd_max_abs_diff']:.1e}, grad x {out['triton_grad_x_max_abs_diff']:.1e}, grad bias "
+          f"{out['triton_grad_bias_max_abs_diff']:.1e} (max abs differences)")
+    return out
 
 
 # ---- 6. Speed -----------------------------------------------------------------------------------------------------
@@ -1031,8 +1074,8 @@ def benchmark_ops(device: torch.device, rows: int, cols: int, built: dict, smoke
         columns["our op"] = torch.ops.course.bias_gelu
     if device.type == "cuda":
         columns["torch.compile chain"] = torch.compile(eager_chain)
-        if (triton_op := make_triton_bias_gelu()) is not None:
-            columns["Triton"] = triton_op
+        if (triton_fn := make_triton_bias_gelu()) is not None and not triton_fn.interpreted:
+            columns["Triton"] = triton_fn.apply  # (interpreted kernels run on the CPU: nothing to time)
     print(f"x: {rows} x {cols} float32 ({n * 4 / 2**20:.0f} MiB) on {device}; median times")
     times = {}
     out = {}
@@ -1123,7 +1166,10 @@ def main(argv=None) -> dict:
         print(f"the GELU formula the kernels implement, in PyTorch ops, against F.gelu: "
               f"{metrics['reference_max_abs_diff']:.1e} max abs difference")
 
-    section(f"5. Speed on {device}")
+    section("5. Triton: the same fused kernel, written in Python")
+    metrics.update(check_triton(device))
+
+    section(f"6. Speed on {device}")
     if device.type == "mps":
         print("no custom kernel for MPS here (an Objective-C++/Metal kernel would register under the MPS key); "
               "timing the eager chain only")

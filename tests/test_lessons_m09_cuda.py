@@ -11,15 +11,17 @@ so that learners do not pay for it: .ci/run runs it as its own step,
 and it fails there (instead of skipping) if nvcc cannot be found.
 """
 
+import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from harness import REPO, load_script, torch_state_guard
+from harness import REPO, load_script, subprocess_env, torch_state_guard
 
 pytestmark = pytest.mark.smoke
 
@@ -52,7 +54,7 @@ def built_op(lesson):
 
 
 @needs_compiler
-def test_07_cuda_integration(run_lesson, device, built_op):
+def test_07_cuda_integration(run_lesson, device, built_op, lesson):
     m = run_lesson(LESSON)
     assert m["cpp_op_built"] == 1
     assert m["opcheck_tests"] == 4, "opcheck runs its four tests (schema, autograd, fake tensor, AOT dispatch)"
@@ -84,6 +86,10 @@ def test_07_cuda_integration(run_lesson, device, built_op):
         for short, tol, rel in (("float16", 1e-2, 5e-3), ("bfloat16", 6e-2, 2e-2)):
             assert m[f"large_{short}_fwd_max_abs_diff"] < tol and m[f"large_{short}_grad_x_max_abs_diff"] < tol
             assert m[f"large_{short}_grad_bias_max_rel_diff"] < rel
+        if lesson.make_triton_bias_gelu() is not None:  # the third column: checked before it is timed
+            assert m["triton_checked"] == 1 and m["triton_interpreted"] == 0
+            assert m["triton_fwd_max_abs_diff"] < 1e-5 and m["triton_grad_x_max_abs_diff"] < 1e-5
+            assert m["triton_grad_bias_max_abs_diff"] < 1e-4 and m["triton_fwd_bwd_ms"] > 0
 
 
 @needs_compiler
@@ -133,6 +139,55 @@ def test_07_op_is_a_real_operator_with_autograd_and_compile(lesson, built_op):
     for got, want in zip(grads_c, grads_e):
         torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.ops.course.bias_gelu(xf, bf), lesson.eager_chain(xf, bf), atol=1e-5, rtol=1e-5)
+
+
+def _triton_or_skip(lesson):
+    triton_fn = lesson.make_triton_bias_gelu()
+    if triton_fn is None:
+        pytest.skip("Triton is not installed (it comes with torch's CUDA wheels on Linux)")
+    return triton_fn
+
+
+@needs_compiler
+def test_07_triton_kernels_match_eager_in_the_interpreter(lesson, built_op, tmp_path):
+    """The command the lesson prints on a machine with no GPU: TRITON_INTERPRET=1 runs the Triton kernels on CPU
+    tensors, and they must agree with the eager chain (forward, grad x, and grad bias from the per-tile sums)."""
+    _triton_or_skip(lesson)
+    env = subprocess_env()
+    env["TRITON_INTERPRET"] = "1"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(REPO / LESSON), "--smoke", "--device", "cpu", "--cuda-build", "never",
+                           "--out-dir", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "run by Triton's interpreter on CPU tensors" in done.stdout
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["triton_checked"] == 1 and m["triton_interpreted"] == 1
+    assert m["triton_fwd_max_abs_diff"] < 1e-5 and m["triton_grad_x_max_abs_diff"] < 1e-5
+    assert m["triton_grad_bias_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("arch", [80, 90], ids=["sm_80", "sm_90"])
+def test_07_triton_kernels_compile_for_the_gpu(lesson, arch):
+    """With no GPU, Triton still compiles the lesson's kernels to a cubin for a named GPU (its own ptxas): this
+    catches what the interpreter forgives (types, constexprs, layouts) before a GPU session times them."""
+    triton_fn = _triton_or_skip(lesson)
+    if triton_fn.interpreted:
+        pytest.skip("TRITON_INTERPRET=1 is set: the kernels are interpreted, not compiled")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", arch, 32)
+    for dtype in ("fp32", "fp16", "bf16"):
+        ptr = f"*{dtype}"
+        forward = ASTSource(fn=triton_fn.forward_kernel, constexprs={"BLOCK": 1024}, signature={
+            "x_ptr": ptr, "b_ptr": ptr, "y_ptr": ptr, "n": "i32", "d": "i32", "BLOCK": "constexpr"})
+        backward = ASTSource(fn=triton_fn.backward_kernel, constexprs={"ROWS": 64, "COLS": 128}, signature={
+            "g_ptr": ptr, "x_ptr": ptr, "b_ptr": ptr, "gx_ptr": ptr, "part_ptr": "*fp32", "rows": "i32", "d": "i32",
+            "ROWS": "constexpr", "COLS": "constexpr"})
+        for name, source, options in (("forward", forward, {}), ("backward", backward, {"num_warps": 8})):
+            kernel = triton.compile(source, target=target, options=options)
+            assert len(kernel.asm["cubin"]) > 1000, f"{name} kernel, {dtype}: no cubin for sm_{arch}"
 
 
 def _script(path: Path, body: str) -> Path:
