@@ -256,7 +256,8 @@ def main(argv=None) -> dict:
     repro = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"two {short}-epoch runs with seed {args.seed + 1}: largest weight difference {repro:.1e}")
     print("Seeded: torch.manual_seed (init, dropout), random_split's generator, the DataLoader's generator.")
-    print("On a GPU add torch.use_deterministic_algorithms(True) for bitwise equality (module 05).")
+    print("On a GPU, bitwise-equal runs also need torch.use_deterministic_algorithms(True), and for cuBLAS "
+          "CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment when the process starts (without it, matmuls raise).")
 
     fig = Figure(figsize=(10, 4))
     ax_l, ax_a = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
