@@ -37,6 +37,7 @@ elementwise kernel, and fused forward+backward against the eager chain, torch.co
 """
 
 import argparse
+import functools
 import glob
 import json
 import logging
@@ -957,6 +958,7 @@ def check_compiled(device: torch.device, backend: str) -> dict:
 
 
 # ---- 5. Triton: the same fused kernel in Python ------------------------------------------------------------------
+@functools.cache  # one definition per process: the kernels section 5 checks are the ones section 6 times
 def make_triton_bias_gelu():
     """bias_gelu written in Triton, forward and fused backward, as an autograd.Function (call .apply(x, bias)); its
     kernels are the class's forward_kernel and backward_kernel. Triton is optional: it ships with torch's CUDA wheels
