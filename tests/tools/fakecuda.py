@@ -12,8 +12,8 @@ CPU meeting one on the GPU, `.numpy()` on a GPU tensor, a CPU generator given to
   - torch.cuda / torch.accelerator queries describe one H100-like device; torch.compile is a no-op (inductor would
     emit Triton for a GPU that is not there).
 It checks placement, not speed or numerics. Known limits (these fail here and not on a GPU): jit.trace, functorch
-transforms (vmap/jvp) over the wrapper, recurrent backward through the fused RNN ops, torchvision tv_tensors, and
-Triton / CUDA extensions.
+transforms (vmap/jvp) over the wrapper, torchvision tv_tensors, and Triton / CUDA extensions. An error raised inside
+an op carries a note naming the op and its inputs' shapes.
 
 Use: tests/tools/fake_cuda_smoke.py runs every lesson and project with `--smoke --device cuda` under it.
 This is a development tool, not part of the course: nothing a learner runs imports it.
@@ -165,8 +165,15 @@ class FakeCudaDispatch(TorchDispatchMode):
             on_cuda = is_cuda_device(device) or (inherit and not explicit_cpu)
         else:
             on_cuda = inherit
-        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        try:
+            out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        except Exception as e:
+            e.add_note(f"[fakecuda] in {func.name()}, shapes {[tuple(t.shape) for t in tensors]}")
+            raise
         if isinstance(args[0] if args else None, FakeCuda) and out is args[0].elem:
+            if torch.Tag.inplace_view in func.tags:  # transpose_ etc. changed elem's shape: the wrapper's must follow
+                with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python)):
+                    aten.as_strided_.default(args[0], out.shape, out.stride(), out.storage_offset())
             return args[0]  # an in-place op returns its (wrapped) self
         if not on_cuda:
             return out
@@ -208,6 +215,7 @@ class FakeCudaFunctions(TorchFunctionMode):
         kwargs = kwargs or {}
         device = kwargs.get("device")
         explicit_cpu = device is not None and not isinstance(device, int) and torch.device(device).type == "cpu"
+        explicit_cpu = explicit_cpu or func is torch._C._VariableFunctions._pad_packed_sequence  # lengths: CPU
         if not hasattr(STATE, "stack"):
             STATE.stack = []
         STATE.stack.append((has_fake((args, kwargs)), explicit_cpu))
