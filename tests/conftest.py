@@ -172,7 +172,9 @@ def run_lesson(request, tmp_path, device, smoke_metrics_dir):
         if smoke:
             args.append("--smoke")
         result, wall = run_inprocess(path, args, workdir)
-        check_metrics(result, out_dir / "metrics.json", device, seed)
+        # a test may pin the device (`run_lesson(path, "--device", "cpu")`): argparse keeps the last one given
+        asked = next((value for flag, value in zip(extra[::-1][1:], extra[::-1]) if flag == "--device"), device)
+        check_metrics(result, out_dir / "metrics.json", asked, seed)
         # the record must be what a rerun in a fresh folder reproduces: a plain first call only
         if first_call and smoke and not extra and seed == DETERMINISM_SEED and device == DETERMINISM_DEVICE:
             save_comparable_metrics(smoke_metrics_dir, path, result)
