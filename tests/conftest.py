@@ -37,6 +37,7 @@ from harness import (  # noqa: E402
     DETERMINISM_DEVICE,
     DETERMINISM_SEED,
     check_metrics,
+    device_asked,
     run_inprocess,
     run_subprocess,
     save_comparable_metrics,
@@ -172,9 +173,8 @@ def run_lesson(request, tmp_path, device, smoke_metrics_dir):
         if smoke:
             args.append("--smoke")
         result, wall = run_inprocess(path, args, workdir)
-        # a test may pin the device (`run_lesson(path, "--device", "cpu")`): argparse keeps the last one given
-        asked = next((value for flag, value in zip(extra[::-1][1:], extra[::-1]) if flag == "--device"), device)
-        check_metrics(result, out_dir / "metrics.json", asked, seed)
+        # a test may pin the device (`run_lesson(path, "--device", "cpu")`), whatever pytest's --device
+        check_metrics(result, out_dir / "metrics.json", device_asked(extra, device), seed)
         # the record must be what a rerun in a fresh folder reproduces: a plain first call only
         if first_call and smoke and not extra and seed == DETERMINISM_SEED and device == DETERMINISM_DEVICE:
             save_comparable_metrics(smoke_metrics_dir, path, result)

@@ -150,6 +150,11 @@ def torch_state_guard(cwd: Path | None = None):
             torch.cuda.empty_cache()
 
 
+def device_asked(args, default: str) -> str:
+    """The device a run was given: the last `--device` in args (argparse keeps the last), else the suite's."""
+    return next((value for flag, value in zip(args[::-1][1:], args[::-1]) if flag == "--device"), default)
+
+
 def check_metrics(returned, metrics_file: Path, device: str, seed: int) -> dict:
     """The contract's point 5: main returns plain numbers and writes the same dict, with context, to metrics.json."""
     assert isinstance(returned, dict) and returned, f"main() must return a non-empty dict of metrics, got {returned!r}"

@@ -17,7 +17,7 @@ import pytest
 import torch
 from check_utils import describe
 from exercise_harness import Outcome, evaluate
-from harness import REPO, check_metrics, comparable, is_timing_key, subprocess_env, torch_state_guard
+from harness import REPO, check_metrics, comparable, device_asked, is_timing_key, subprocess_env, torch_state_guard
 
 
 def test_network_is_blocked_in_process():
@@ -101,6 +101,14 @@ def test_metrics_check_rejects_a_file_that_differs_from_the_return_value(tmp_pat
         check_metrics({"loss": 0.5}, _record(tmp_path, {"loss": 0.25}), "cpu", 0)
     with pytest.raises(AssertionError, match="device"):
         check_metrics({"loss": 0.5}, _record(tmp_path, {"loss": 0.5}, device="cuda:0"), "cpu", 0)
+
+
+def test_a_test_that_pins_the_device_is_checked_against_that_device():
+    # `pytest --device cuda` runs `run_lesson(path, "--device", "cpu")` on the CPU: metrics.json must say cpu
+    assert device_asked(("--cuda-build", "never", "--device", "cpu"), "cuda") == "cpu"
+    assert device_asked(["--device", "mps", "--rows", "8", "--device", "cpu", "--smoke"], "cuda") == "cpu"
+    assert device_asked(("--rows", "8"), "cuda") == "cuda" and device_asked((), "mps") == "mps"
+    assert device_asked(("--device",), "cuda") == "cuda"  # a flag with no value pins nothing
 
 
 def test_timings_are_the_only_metrics_a_rerun_may_change():
