@@ -12,10 +12,12 @@ CPU meeting one on the GPU, `.numpy()` on a GPU tensor, a CPU generator given to
   - torch.cuda / torch.accelerator queries describe one H100-like device; torch.compile is a no-op (inductor would
     emit Triton for a GPU that is not there).
 It checks placement, not speed or numerics. Known limits (these fail here and not on a GPU): jit.trace, functorch
-transforms (vmap/jvp) over the wrapper, torchvision tv_tensors, and Triton / CUDA extensions. An error raised inside
-an op carries a note naming the op and its inputs' shapes.
+transforms (vmap/jvp) over the wrapper, torchvision tv_tensors, and Triton / CUDA extensions. Not emulated (a test
+that reads them fails here): inference_mode runs as no_grad, so nothing is an inference tensor, and the caching
+allocator's statistics read 0. An error raised inside an op carries a note naming the op and its inputs' shapes.
 
-Use: tests/tools/fake_cuda_smoke.py runs every lesson and project with `--smoke --device cuda` under it.
+Use: tests/tools/fake_cuda_smoke.py runs every lesson and project with `--smoke --device cuda` under it;
+tests/tools/fake_cuda_pytest.py runs the test suite with `--device cuda` under it.
 This is a development tool, not part of the course: nothing a learner runs imports it.
 """
 
@@ -157,7 +159,9 @@ class FakeCudaDispatch(TorchDispatchMode):
         top = STATE.stack[-1] if getattr(STATE, "stack", None) else None
         inherit = fake or (top is not None and top[0])
         device = kwargs.get("device")
-        if device is not None:
+        if device is not None and not isinstance(device, int) and torch.device(device).type not in ("cpu", "cuda"):
+            on_cuda = False  # meta (shapes only) or another device: left as asked
+        elif device is not None:
             kwargs["device"] = CPU
             # C++ composites make new tensors with their inputs' options, whose device C++ believes is the CPU:
             # device="cpu" counts only when Python code asked for it
