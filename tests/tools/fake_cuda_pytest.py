@@ -1,12 +1,12 @@
 """The test suite with `--device cuda`, on a machine with no GPU, under tests/tools/fakecuda.py.
 
-    .venv/bin/python tests/tools/fake_cuda_pytest.py [PYTEST ARGS ...]    # default: -n 2 -q -rf tests/
+    .venv/bin/python tests/tools/fake_cuda_pytest.py [--kind mps] [PYTEST ARGS ...]    # default: -n 2 -q -rf tests/
 
-What `pytest --device cuda` on a GPU would run, as far as fakecuda can follow: lessons run in-process and in the
-subprocesses the tests (and lessons, e.g. 09/04's workers) start. A failure is a device bug in a lesson, a test that
-only holds on the CPU (e.g. one that pins `--device cpu` and is then checked against cuda), or one of fakecuda's
-limits: its docstring's list, plus the allocator statistics and inference tensors it does not emulate. It found two
-such test bugs the first time. Development tool: about 8 minutes on 2 cores; not part of the README's test command.
+What `pytest --device cuda` on a GPU (or, with --kind mps, `pytest --device mps` on a Mac) would run, as far as
+fakecuda can follow: lessons run in-process and in the subprocesses the tests (and lessons, e.g. 09/04's workers)
+start. A failure is a device bug in a lesson, a test that only holds on the CPU (e.g. one that pins `--device cpu`
+and is then checked against cuda), or one of fakecuda's limits (its docstring lists them). Development tool: about
+9 minutes on 2 cores; not part of the README's test command.
 """
 
 import os
@@ -21,7 +21,7 @@ INSTALL = f"""
 import sys as _sys
 _sys.path.insert(0, {str(TOOLS)!r})
 import fakecuda as _fakecuda
-_fakecuda.install()
+_fakecuda.install(__import__("os").environ.get("FAKECUDA_KIND", "cuda"))
 """
 # harness.subprocess_env points a lesson subprocess's PYTHONPATH at tests/_netblock; point it here instead
 PLUGIN = """from pathlib import Path
@@ -40,9 +40,13 @@ def main() -> int:
     netblock = (REPO / "tests" / "_netblock" / "sitecustomize.py").read_text()
     (work / "sitecustomize.py").write_text(netblock + INSTALL)
     (work / "fakecuda_plugin.py").write_text(PLUGIN)
-    args = sys.argv[1:] or ["-n", "2", "-q", "-rf", "tests/"]
-    env = dict(os.environ, PYTHONPATH=str(work), MPLBACKEND="Agg")
-    command = [sys.executable, "-m", "pytest", "-p", "fakecuda_plugin", "-p", "no:cacheprovider", "--device", "cuda",
+    args = sys.argv[1:]
+    kind = "cuda"
+    if args[:1] == ["--kind"] and args[1:2] in (["cuda"], ["mps"]):
+        kind, args = args[1], args[2:]
+    args = args or ["-n", "2", "-q", "-rf", "tests/"]
+    env = dict(os.environ, PYTHONPATH=str(work), MPLBACKEND="Agg", FAKECUDA_KIND=kind)
+    command = [sys.executable, "-m", "pytest", "-p", "fakecuda_plugin", "-p", "no:cacheprovider", "--device", kind,
                *args]
     print(" ".join(command), f"\n(fakecuda installed through {work}/sitecustomize.py)", flush=True)
     return subprocess.run(command, cwd=REPO, env=env).returncode

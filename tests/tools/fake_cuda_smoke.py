@@ -1,6 +1,7 @@
 """Every lesson and project with `--smoke --device cuda`, on a machine with no GPU, under tests/tools/fakecuda.py.
 
     .venv/bin/python tests/tools/fake_cuda_smoke.py [SUBSTRING ...]     # default: all scripts of the manifest
+    .venv/bin/python tests/tools/fake_cuda_smoke.py --kind mps          # --device mps, as on a Mac
 
 A run that fails here is a device bug in the script (a CPU tensor meeting a cuda one, .numpy() on a cuda tensor,
 a generator of the wrong device, ...) or one of fakecuda's known limits (see its docstring): read the log it names.
@@ -19,8 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = Path(__file__).resolve().parent
 SITECUSTOMIZE = f"""import sys
 sys.path.insert(0, {str(TOOLS)!r})
+import os
 import fakecuda
-fakecuda.install()
+fakecuda.install(os.environ.get("FAKECUDA_KIND", "cuda"))
 """
 
 
@@ -35,6 +37,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("patterns", nargs="*", help="run only scripts whose path contains one of these")
     parser.add_argument("--jobs", type=int, default=2, choices=range(1, 33), metavar="N")
+    parser.add_argument("--kind", choices=("cuda", "mps"), default="cuda",
+                        help="the device to fake: cuda, or mps (no float64, spawned DataLoader workers, as on a Mac)")
     args = parser.parse_args()
     chosen = scripts(args.patterns)
     if not chosen:
@@ -43,11 +47,11 @@ def main() -> int:
     (work / "site").mkdir()
     (work / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)  # every python process the script starts, too
     env = dict(os.environ, PYTHONPATH=str(work / "site"), OMP_NUM_THREADS="1", MPLBACKEND="Agg",
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", FAKECUDA_KIND=args.kind)
 
     def run(script: str):
         name = script.replace("/", "__").removesuffix(".py")
-        command = [sys.executable, str(REPO / script), "--smoke", "--device", "cuda", "--out-dir", str(work / name)]
+        command = [sys.executable, str(REPO / script), "--smoke", "--device", args.kind, "--out-dir", str(work / name)]
         try:
             done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=600)
             rc, text = done.returncode, done.stdout + done.stderr
@@ -65,7 +69,7 @@ def main() -> int:
             print(f"{'ok' if rc == 0 else f'rc={rc}':>8}  {script}", flush=True)
             if rc != 0:
                 print(f"          {(last or ['(no output)'])[0][:200]}\n          log: {log}", flush=True)
-    print(f"{len(chosen) - failed} of {len(chosen)} ran under fake CUDA; logs in {work}")
+    print(f"{len(chosen) - failed} of {len(chosen)} ran under fake {args.kind}; logs in {work}")
     return 1 if failed else 0
 
 

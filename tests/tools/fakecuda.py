@@ -11,18 +11,22 @@ CPU meeting one on the GPU, `.numpy()` on a GPU tensor, a CPU generator given to
     sees these tensors);
   - torch.cuda / torch.accelerator queries describe one H100-like device; torch.compile is a no-op (inductor would
     emit Triton for a GPU that is not there).
+`install("mps")` plays an Apple-silicon Mac instead, the device `--device auto` picks there: tensors on mps:0, the
+same placement rules, plus MPS's own: no float64 (made there or moved there: the TypeError MPS raises), `.cuda()`
+fails, DataLoader workers start with spawn (macOS's default), torch.backends.mps / torch.mps say available.
 It checks placement, not speed or numerics. Known limits (these fail here and not on a GPU): jit.trace, functorch
 transforms (vmap/jvp) over the wrapper, torchvision tv_tensors, and Triton / CUDA extensions. Not emulated (a test
 that reads them fails here): inference_mode runs as no_grad, so nothing is an inference tensor, and the caching
 allocator's statistics read 0. An error raised inside an op carries a note naming the op and its inputs' shapes.
 
 Use: tests/tools/fake_cuda_smoke.py runs every lesson and project with `--smoke --device cuda` under it;
-tests/tools/fake_cuda_pytest.py runs the test suite with `--device cuda` under it.
+tests/tools/fake_cuda_pytest.py runs the test suite with `--device cuda` under it (both take `--kind mps`).
 This is a development tool, not part of the course: nothing a learner runs imports it.
 """
 
 import contextlib
 import functools
+import platform
 import threading
 import time
 
@@ -36,8 +40,13 @@ CUDA = torch.device("cuda", 0)
 CPU = torch.device("cpu")
 aten = torch.ops.aten
 STATE = threading.local()  # stack: (call has a FakeCuda argument, call asked for device="cpu"); force_cpu
-NUMPY_ERROR = ("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
-               "first.")
+MPS_FLOAT64 = ("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64. Please use "
+               "float32 instead.")
+
+
+def numpy_error() -> str:
+    return (f"can't convert {CUDA} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
+            "first.")
 
 
 class FakeCuda(torch.Tensor):
@@ -63,7 +72,11 @@ class FakeCuda(torch.Tensor):
 
     @property
     def is_cuda(self):
-        return True
+        return CUDA.type == "cuda"
+
+    @property
+    def is_mps(self):
+        return CUDA.type == "mps"
 
     @property
     def is_cpu(self):
@@ -73,7 +86,7 @@ class FakeCuda(torch.Tensor):
         return 0
 
     def __repr__(self, *, tensor_contents=None):
-        return torch._tensor_str._tensor_str(self.elem, 0).join(["tensor(", ", device='cuda:0')"])
+        return torch._tensor_str._tensor_str(self.elem, 0).join(["tensor(", f", device='{CUDA}')"])
 
     def __format__(self, spec):
         return self.elem.item().__format__(spec) if self.dim() == 0 else repr(self).__format__(spec)
@@ -88,13 +101,13 @@ class FakeCuda(torch.Tensor):
         return self.elem.data_ptr()
 
     def numpy(self, *args, **kwargs):
-        raise TypeError(NUMPY_ERROR)
+        raise TypeError(numpy_error())
 
     def __array__(self, *args, **kwargs):
-        raise TypeError(NUMPY_ERROR)
+        raise TypeError(numpy_error())
 
     def pin_memory(self, *args, **kwargs):
-        raise RuntimeError("cannot pin 'torch.cuda.FloatTensor' only dense CPU tensors can be pinned")
+        raise RuntimeError(f"cannot pin '{CUDA.type}' tensors: only dense CPU tensors can be pinned")
 
     def is_pinned(self, *args, **kwargs):
         return False
@@ -118,9 +131,10 @@ class FakeCuda(torch.Tensor):
 
 
 def is_cuda_device(d) -> bool:
+    """Whether d names the faked device (CUDA, or MPS under install("mps"))."""
     if d is None:
         return False
-    return isinstance(d, int) or torch.device(d).type == "cuda"
+    return isinstance(d, int) and CUDA.type == "cuda" or not isinstance(d, int) and torch.device(d).type == CUDA.type
 
 
 def has_fake(obj) -> bool:
@@ -155,11 +169,11 @@ class FakeCudaDispatch(TorchDispatchMode):
         if fake and func not in MIXED_OK and any(
                 not isinstance(t, FakeCuda) and t.dim() > 0 and t.device.type == "cpu" for t in tensors):
             raise RuntimeError(f"[fakecuda] {func.name()}: Expected all tensors to be on the same device, but found "
-                               "at least two devices, cuda:0 and cpu!")
+                               f"at least two devices, {CUDA} and cpu!")
         top = STATE.stack[-1] if getattr(STATE, "stack", None) else None
         inherit = fake or (top is not None and top[0])
         device = kwargs.get("device")
-        if device is not None and not isinstance(device, int) and torch.device(device).type not in ("cpu", "cuda"):
+        if device is not None and not isinstance(device, int) and torch.device(device).type not in ("cpu", CUDA.type):
             on_cuda = False  # meta (shapes only) or another device: left as asked
         elif device is not None:
             kwargs["device"] = CPU
@@ -181,6 +195,9 @@ class FakeCudaDispatch(TorchDispatchMode):
             return args[0]  # an in-place op returns its (wrapped) self
         if not on_cuda:
             return out
+        if CUDA.type == "mps" and any(isinstance(t, torch.Tensor) and t.dtype in (torch.float64, torch.complex128)
+                                      for t in tree_flatten(out)[0]):
+            raise TypeError(MPS_FLOAT64)  # MPS has no float64: making one there, or moving one there, fails
         if func in KEEP_CPU_SECOND:
             return (FakeCuda(out[0]),) + tuple(out[1:])
         return tree_map(lambda t: FakeCuda(t) if isinstance(t, torch.Tensor) and not isinstance(t, FakeCuda) else t,
@@ -206,7 +223,7 @@ FLOAT32 = {F.softmax, F.log_softmax, F.cross_entropy, F.nll_loss, F.layer_norm, 
 
 
 def check_generator(generator, on_cuda: bool) -> None:
-    want = "cuda" if on_cuda else "cpu"
+    want = CUDA.type if on_cuda else "cpu"
     if generator.device.type != want:
         raise RuntimeError(f"Expected a '{want}' device type for generator but found '{generator.device.type}'")
 
@@ -226,15 +243,15 @@ class FakeCudaFunctions(TorchFunctionMode):
         try:
             if isinstance(kwargs.get("generator"), torch._C.Generator):
                 check_generator(kwargs["generator"], is_cuda_device(device) if device is not None else has_fake(args))
-            if torch.is_autocast_enabled("cuda") and (func in LOWER_PRECISION or func in FLOAT32) and \
+            if torch.is_autocast_enabled(CUDA.type) and (func in LOWER_PRECISION or func in FLOAT32) and \
                     has_fake((args, kwargs)):
-                dtype = torch.get_autocast_dtype("cuda") if func in LOWER_PRECISION else torch.float32
+                dtype = torch.get_autocast_dtype(CUDA.type) if func in LOWER_PRECISION else torch.float32
 
                 def cast(t):
                     if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64:
                         return t.to(dtype)
                     return t
-                with torch.autocast("cuda", enabled=False):
+                with torch.autocast(CUDA.type, enabled=False):
                     return func(*tree_map(cast, args), **tree_map(cast, kwargs))
             return func(*args, **kwargs)
         finally:
@@ -285,7 +302,10 @@ class Event:
 
 class Stream:
     cuda_stream = 0
-    device = CUDA
+
+    @property
+    def device(self):
+        return CUDA
 
     def __init__(self, *args, **kwargs):
         pass
@@ -322,7 +342,7 @@ class CudaGenerator(torch._C.Generator):
 
 def to_device(d):
     """'cuda' and torch.device('cuda') without an index would make C++ ask the driver for the current device."""
-    if isinstance(d, (str, torch.device)) and not isinstance(d, torch.dtype) and torch.device(d).type == "cuda":
+    if isinstance(d, (str, torch.device)) and not isinstance(d, torch.dtype) and torch.device(d).type == CUDA.type:
         return CUDA
     return d
 
@@ -363,7 +383,9 @@ def patch_tensor_methods():
     def pin_memory(self, *args, **kwargs):
         return FakeCuda.pin_memory(self) if isinstance(self, FakeCuda) else self
 
-    torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.pin_memory = to, cpu, cuda, pin_memory
+    torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.pin_memory = to, cpu, pin_memory
+    if CUDA.type == "cuda":  # on a Mac, .cuda() fails as it does there
+        torch.Tensor.cuda = cuda
 
     def made_on_cpu_then_moved(real):
         @functools.wraps(real)
@@ -398,17 +420,28 @@ def patch_cuda_queries():
         "default_stream": lambda d=None: Stream(), "stream": lambda s=None: contextlib.nullcontext(),
         "Event": Event, "Stream": Stream,
     }
-    for name, value in answers.items():
-        setattr(c, name, value)
-    torch.cuda.graphs.is_current_stream_capturing = answers["is_current_stream_capturing"]
+    if CUDA.type == "cuda":
+        for name, value in answers.items():
+            setattr(c, name, value)
+        torch.cuda.graphs.is_current_stream_capturing = answers["is_current_stream_capturing"]
+        torch.backends.cudnn.is_available = lambda: True
+        torch.backends.cudnn.is_acceptable = lambda t: False  # no cuDNN weight flattening for CPU-backed tensors
+    else:  # one Apple GPU: torch.cuda stays as it is (not available)
+        torch.backends.mps.is_available = torch.backends.mps.is_built = torch.mps.is_available = lambda: True
+        platform.processor = lambda: "arm"  # Lightning's MPSAccelerator also asks for Apple silicon
+        for name, value in {"synchronize": lambda: None, "empty_cache": lambda: None, "device_count": lambda: 1,
+                            "manual_seed": lambda s: None, "seed": lambda: None,
+                            "current_allocated_memory": lambda: 0, "driver_allocated_memory": lambda: 0,
+                            "recommended_max_memory": lambda: 16 * 2**30,
+                            "get_rng_state": lambda device="mps": torch.zeros(16, dtype=torch.uint8),
+                            "set_rng_state": lambda new_state, device="mps": None}.items():
+            setattr(torch.mps, name, value)
     a = torch.accelerator
     for name, value in {"synchronize": lambda device=None: None, "current_device_index": lambda: 0,
                         "device_count": lambda: 1, "is_available": lambda: True,
-                        "current_accelerator": lambda check_available=False: torch.device("cuda"),
+                        "current_accelerator": lambda check_available=False: torch.device(CUDA.type),
                         "set_device_index": lambda d: None, "current_stream": lambda device=None: Stream()}.items():
         setattr(a, name, value)
-    torch.backends.cudnn.is_available = lambda: True
-    torch.backends.cudnn.is_acceptable = lambda t: False  # no cuDNN weight flattening for CPU-backed tensors
 
     real_generator = torch.Generator
 
@@ -423,7 +456,7 @@ def patch_the_rest():
 
     @functools.wraps(real_load)
     def load(f, map_location=None, *args, **kwargs):
-        moved = isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == "cuda"
+        moved = isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == CUDA.type
         obj = real_load(f, "cpu" if moved else map_location, *args, **kwargs)
         return tree_map(lambda t: t.to(CUDA) if isinstance(t, torch.Tensor) else t, obj) if moved else obj
     torch.load = load
@@ -440,8 +473,17 @@ def patch_the_rest():
     torch.inference_mode = lambda mode=True: torch.no_grad() if mode else torch.enable_grad()  # wrapper limits
 
 
-def install() -> None:
-    """Make this process believe it has one CUDA device. Irreversible: call once, first thing."""
+def install(kind: str = "cuda") -> None:
+    """Make this process believe it has one CUDA device (or, with kind="mps", one Apple GPU). Irreversible: call
+    once, first thing."""
+    global CUDA
+    if kind not in ("cuda", "mps"):
+        raise ValueError(f"fakecuda fakes 'cuda' or 'mps', not {kind!r}")
+    CUDA = torch.device(kind, 0)
+    if kind == "mps":  # macOS starts DataLoader workers with spawn, not fork: what they get must pickle
+        import multiprocessing
+
+        multiprocessing.set_start_method("spawn", force=True)
     patch_tensor_methods()
     patch_cuda_queries()
     patch_the_rest()
