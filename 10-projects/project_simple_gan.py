@@ -391,8 +391,8 @@ def judge(clf, x: torch.Tensor, device) -> tuple[np.ndarray, np.ndarray]:
     feats, probs = [], []
     for b in x.split(512):
         f = clf.features(b.to(device))
-        feats.append(f.double().cpu())
-        probs.append(torch.softmax(clf.head(f), 1).double().cpu())
+        feats.append(f.cpu().double())  # to the CPU first: MPS has no float64
+        probs.append(torch.softmax(clf.head(f), 1).cpu().double())
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 

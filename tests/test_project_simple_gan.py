@@ -3,6 +3,8 @@ train / evaluate / sample as a learner runs them, resume, bad checkpoints."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -53,6 +55,26 @@ def test_ring_verdict_follows_the_counts(project):
     no_collapse = project.ring_verdict({**base, "ring_modes_plain": 8, "ring_quality_plain": 0.5,
                                         "ring_spread_plain": 1.4, "ring_modes_packed": 8, "ring_quality_packed": 0.5})
     assert "did not collapse" in no_collapse and "cure" not in no_collapse
+
+
+def test_judge_runs_on_mps_which_has_no_float64():
+    """`--device auto` picks MPS on a Mac, and `.double()` on an MPS tensor raises: the judge's float64 statistics
+    must be made on the CPU. Checked under tests/tools/fakecuda.py's MPS stand-in, which refuses float64 as MPS does."""
+    code = f"""import sys
+sys.path[:0] = [{str(REPO / "tests" / "tools")!r}, {str(REPO / "tests")!r}]
+import fakecuda
+fakecuda.install("mps")
+import torch
+from harness import REPO, load_script
+project = load_script(REPO / {PROJECT!r})
+mps = torch.device("mps")
+clf = project.DigitClassifier().to(mps).eval()
+feats, probs = project.judge(clf, torch.rand(5, 1, 28, 28), mps)
+print(feats.dtype, feats.shape, probs.dtype, probs.shape, round(float(probs.sum()), 6))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["float64", "(5,", "64)", "float64", "(5,", "10)", "5.0"]
 
 
 def test_demo_smoke(run_lesson):
