@@ -10,14 +10,18 @@ Conventions the checks rely on (see tests/README.md):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import importlib.util
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -69,10 +73,39 @@ def is_timing_key(key: str) -> bool:
     return key.endswith(TIMING_SUFFIXES)
 
 
+SHIM = """import sys
+_module = sys.modules[__name__]
+_module.__file__ = {path!r}
+with open(_module.__file__, encoding="utf-8") as _f:
+    exec(compile(_f.read(), _module.__file__, "exec"), _module.__dict__)
+"""
+
+
+@functools.cache
+def make_shim_dir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="curriculum-scripts-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def shim_dir() -> Path:
+    """A folder on sys.path where every script load_script imported is importable by its module name, too."""
+    folder = make_shim_dir()
+    if str(folder) not in sys.path:  # again after torch_state_guard put back a sys.path saved before it existed
+        sys.path.append(str(folder))
+    return folder
+
+
 def load_script(path: Path, name: str | None = None):
-    """Import a script by path under a fresh module name (the files live in folders that are not packages)."""
+    """Import a script by path under a fresh module name (the files live in folders that are not packages).
+
+    A DataLoader worker started with spawn (the default on macOS and Windows) unpickles the lesson's Dataset by its
+    module name, in a new interpreter that has the parent's sys.path but not its sys.modules: a shim of that name in
+    shim_dir() lets it import the script there too.
+    """
     path = Path(path)
     name = name or f"curriculum_{path.parent.name}_{path.stem}".replace("-", "_")
+    (shim_dir() / f"{name}.py").write_text(SHIM.format(path=str(path.resolve())))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here

@@ -17,7 +17,16 @@ import pytest
 import torch
 from check_utils import describe
 from exercise_harness import Outcome, evaluate
-from harness import REPO, check_metrics, comparable, device_asked, is_timing_key, subprocess_env, torch_state_guard
+from harness import (
+    REPO,
+    check_metrics,
+    comparable,
+    device_asked,
+    is_timing_key,
+    load_script,
+    subprocess_env,
+    torch_state_guard,
+)
 
 
 def test_network_is_blocked_in_process():
@@ -109,6 +118,19 @@ def test_a_test_that_pins_the_device_is_checked_against_that_device():
     assert device_asked(["--device", "mps", "--rows", "8", "--device", "cpu", "--smoke"], "cuda") == "cpu"
     assert device_asked(("--rows", "8"), "cuda") == "cuda" and device_asked((), "mps") == "mps"
     assert device_asked(("--device",), "cuda") == "cuda"  # a flag with no value pins nothing
+
+
+def test_a_loaded_script_pickles_into_spawned_dataloader_workers(tmp_path):
+    """macOS and Windows start DataLoader workers with spawn: the worker must find a lesson's Dataset class by the
+    module name load_script gave the lesson (06/06 and 06/07 under pytest failed there with ModuleNotFoundError)."""
+    script = tmp_path / "lesson_with_dataset.py"
+    script.write_text("import torch\n\n\nclass Squares(torch.utils.data.Dataset):\n    def __len__(self):\n"
+                      "        return 6\n\n    def __getitem__(self, i):\n        return torch.tensor(i * i)\n")
+    with torch_state_guard():  # which puts back sys.path: the next load_script must still be found
+        load_script(script, "curriculum_test_spawned_dataset_first")
+    lesson = load_script(script, "curriculum_test_spawned_dataset")
+    loader = torch.utils.data.DataLoader(lesson.Squares(), batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    assert [b.tolist() for b in loader] == [[0, 1], [4, 9], [16, 25]]
 
 
 def test_timings_are_the_only_metrics_a_rerun_may_change():
