@@ -42,7 +42,11 @@ def main() -> int:
     (work / "fakecuda_plugin.py").write_text(PLUGIN)
     args = sys.argv[1:]
     kind = "cuda"
-    if args[:1] == ["--kind"] and args[1:2] in (["cuda"], ["mps"]):
+    if args[:1] == ["--kind"]:
+        if args[1:2] not in (["cuda"], ["mps"]):
+            print(f"usage: {Path(__file__).name} [--kind {{cuda,mps}}] [PYTEST ARGS ...]: --kind takes cuda or mps",
+                  file=sys.stderr)
+            return 2
         kind, args = args[1], args[2:]
     args = args or ["-n", "2", "-q", "-rf", "tests/"]
     env = dict(os.environ, PYTHONPATH=str(work), MPLBACKEND="Agg", FAKECUDA_KIND=kind)
