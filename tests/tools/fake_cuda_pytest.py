@@ -15,14 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fake_cuda_smoke import SITECUSTOMIZE  # installs fakecuda of the kind FAKECUDA_KIND names
+
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = Path(__file__).resolve().parent
-INSTALL = f"""
-import sys as _sys
-_sys.path.insert(0, {str(TOOLS)!r})
-import fakecuda as _fakecuda
-_fakecuda.install(__import__("os").environ.get("FAKECUDA_KIND", "cuda"))
-"""
 # harness.subprocess_env points a lesson subprocess's PYTHONPATH at tests/_netblock; point it here instead
 PLUGIN = """from pathlib import Path
 
@@ -38,7 +33,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fakecuda-pytest-"))
     # one sitecustomize for pytest, its workers and every child: the network block the tests rely on, then fakecuda
     netblock = (REPO / "tests" / "_netblock" / "sitecustomize.py").read_text()
-    (work / "sitecustomize.py").write_text(netblock + INSTALL)
+    (work / "sitecustomize.py").write_text(netblock + "\n" + SITECUSTOMIZE)
     (work / "fakecuda_plugin.py").write_text(PLUGIN)
     args = sys.argv[1:]
     kind = "cuda"

@@ -130,11 +130,14 @@ class FakeCuda(torch.Tensor):
         return FakeCuda(inner["elem"])
 
 
+def device_type(d) -> str | None:
+    """'cuda', 'cpu', 'mps', 'meta', ... for a device argument (an int is a CUDA index); None for None."""
+    return None if d is None else "cuda" if isinstance(d, int) else torch.device(d).type
+
+
 def is_cuda_device(d) -> bool:
     """Whether d names the faked device (CUDA, or MPS under install("mps"))."""
-    if d is None:
-        return False
-    return isinstance(d, int) and CUDA.type == "cuda" or not isinstance(d, int) and torch.device(d).type == CUDA.type
+    return device_type(d) == CUDA.type
 
 
 def has_fake(obj) -> bool:
@@ -173,7 +176,7 @@ class FakeCudaDispatch(TorchDispatchMode):
         top = STATE.stack[-1] if getattr(STATE, "stack", None) else None
         inherit = fake or (top is not None and top[0])
         device = kwargs.get("device")
-        if device is not None and not isinstance(device, int) and torch.device(device).type not in ("cpu", CUDA.type):
+        if device_type(device) not in (None, "cpu", CUDA.type):
             on_cuda = False  # meta (shapes only) or another device: left as asked
         elif device is not None:
             kwargs["device"] = CPU
@@ -235,7 +238,7 @@ class FakeCudaFunctions(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         device = kwargs.get("device")
-        explicit_cpu = device is not None and not isinstance(device, int) and torch.device(device).type == "cpu"
+        explicit_cpu = device_type(device) == "cpu"
         explicit_cpu = explicit_cpu or func is torch._C._VariableFunctions._pad_packed_sequence  # lengths: CPU
         if not hasattr(STATE, "stack"):
             STATE.stack = []
